@@ -1,0 +1,1 @@
+"""Torch-only operators (no mm* imports anywhere below this package)."""
