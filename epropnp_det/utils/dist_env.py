@@ -1,0 +1,35 @@
+"""Makes mmengine's distributed setup work on machines without CUDA.
+
+mmengine defaults to NCCL and to ``DistributedDataParallel(device_ids=[LOCAL_RANK])``, both of which need GPUs.
+Without CUDA we switch the config to the gloo backend and CPU-style DDP (``device_ids=None``) so that
+``tools/dist_train.sh CONFIG N`` runs N CPU processes through the very same mmengine code path.
+"""
+import torch
+
+
+def adapt_dist_cfg_for_device(cfg, launcher):
+    """Edits ``cfg`` in place for the available device when ``launcher != 'none'``.
+
+    Args:
+        cfg (mmengine.Config): the full runner config.
+        launcher (str): ``none | pytorch | slurm | mpi``.
+
+    Returns:
+        str | None: the distributed backend that will be used (``None`` when not distributed).
+    """
+    if launcher == 'none':
+        return None
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    if torch.cuda.is_available():
+        dist_cfg.setdefault('backend', 'nccl')
+        return dist_cfg['backend']
+    dist_cfg['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    wrapper.setdefault('broadcast_buffers', False)
+    if cfg.get('find_unused_parameters', False):
+        wrapper.setdefault('find_unused_parameters', True)
+    cfg.model_wrapper_cfg = wrapper
+    return 'gloo'
