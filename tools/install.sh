@@ -101,7 +101,17 @@ else
 fi
 
 step "epropnp_det (editable) with runtime and test requirements"
-PKG_DIR="$("$PY" -c 'import os, epropnp_det; print(os.path.dirname(os.path.dirname(os.path.abspath(epropnp_det.__file__))))' 2>/dev/null || true)"
+# Installed (editable) from *this* checkout? Judged from pip's metadata, not by importing (cwd would shadow it).
+PKG_DIR="$("$PY" - <<'EOF'
+import json
+from importlib import metadata
+try:
+    url = json.loads(metadata.distribution('epropnp_det').read_text('direct_url.json') or '{}').get('url', '')
+except metadata.PackageNotFoundError:
+    url = ''
+print(url[len('file://'):] if url.startswith('file://') else '')
+EOF
+)"
 MISSING_REQS="$("$PY" - "$REPO_ROOT" <<'EOF'
 import sys
 from importlib import metadata

@@ -17,7 +17,7 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device  # noqa: E402
+from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device, init_cpu_process_group  # noqa: E402
 
 VIS_TASKS = ['mono_det', 'multi-view_det', 'lidar_det', 'lidar_seg', 'multi-modality_det']
 
@@ -92,6 +92,7 @@ def build_cfg(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
+    init_cpu_process_group(args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.test()
 

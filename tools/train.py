@@ -18,7 +18,7 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device  # noqa: E402
+from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device, init_cpu_process_group  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -88,6 +88,7 @@ def build_cfg(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
+    init_cpu_process_group(args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -33,3 +33,21 @@ def adapt_dist_cfg_for_device(cfg, launcher):
         wrapper.setdefault('find_unused_parameters', True)
     cfg.model_wrapper_cfg = wrapper
     return 'gloo'
+
+
+def init_cpu_process_group(launcher):
+    """Initialises the gloo process group for ``--launcher pytorch`` on machines without CUDA.
+
+    mmengine's ``init_dist('pytorch')`` unconditionally calls ``torch.cuda.set_device(LOCAL_RANK)``, which raises on
+    CPU-only torch builds. We make the same ``init_process_group`` call mmengine would make (env:// rendezvous set up
+    by torchrun), and mmengine's Runner then adopts the existing group (``Runner.setup_env`` only initialises
+    when ``not is_distributed()``). With CUDA, or for other launchers, this does nothing and mmengine initialises.
+
+    Returns:
+        bool: whether a process group was initialised here.
+    """
+    import torch.distributed as dist
+    if launcher != 'pytorch' or torch.cuda.is_available() or not dist.is_available() or dist.is_initialized():
+        return False
+    dist.init_process_group(backend='gloo')
+    return True

@@ -21,7 +21,7 @@ class ToyDistProbeModel(BaseModel):
         super().__init__()
         self.linear = torch.nn.Linear(4, 1)
 
-    def forward(self, inputs, targets=None, mode='tensor'):
+    def forward(self, inputs, targets=None, mode='tensor', **kwargs):
         inputs = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
         pred = self.linear(inputs)[:, 0]
         if mode == 'loss':
