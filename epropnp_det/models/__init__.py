@@ -1,0 +1,4 @@
+"""Model components of EPro-PnP-Det; importing this package registers them in mmdet3d's registries."""
+from . import layers, task_modules  # noqa: F401
+from .layers import *  # noqa: F401,F403
+from .task_modules import *  # noqa: F401,F403

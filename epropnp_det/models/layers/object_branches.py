@@ -1,0 +1,92 @@
+"""Object-level outputs from the sampler's object feature (spec §3.7).
+
+::
+
+    scale   = exp(Linear(C→2)(feat))                  global w2d scale [s_x, s_y]; weight & bias 0 → 1 at init
+    score   = Linear(C→1)(feat)                       3D localisation-quality logit
+    h       = 2 × (Linear(C→C), ReLU)(feat)           shared trunk of dims / velocity / attributes
+    dim_enc = Linear(C→3·num_classes)(h)[label]       class-specific log-dim code [l, h, w] (or agnostic: 3)
+    dims    = dim_coder.decode(dim_enc, label)        metres
+    velo    = Linear(C→2)(h) = [v_x, v_z]             camera frame, m/s; v_x negated for flipped images
+    attr    = Linear(C→num_attrs)(h)                  attribute logits
+"""
+from typing import NamedTuple, Optional
+
+import torch
+from mmdet3d.registry import MODELS, TASK_UTILS
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+__all__ = ['EProPnPObjectBranches', 'ObjectBranchOutput']
+
+
+class ObjectBranchOutput(NamedTuple):
+    scale: Tensor  # (N, 2) global w2d scale, > 0
+    score_logit: Tensor  # (N,) 3D score logit
+    dim_enc: Tensor  # (N, 3) log-dim code
+    dims: Tensor  # (N, 3) [l, h, w] metres
+    velo: Optional[Tensor]  # (N, 2) [v_x, v_z] m/s camera frame, flip-corrected; None if disabled
+    attr_logits: Optional[Tensor]  # (N, num_attrs) or None
+
+
+@MODELS.register_module()
+class EProPnPObjectBranches(BaseModule):
+    """Object-level prediction branches.
+
+    Args:
+        embed_dims: C.
+        num_classes: number of classes for class-specific dims.
+        num_fcs: layers of the shared trunk (2).
+        dim_cls_agnostic: one dims output for all classes.
+        pred_velo, pred_attr, num_attrs: optional branches.
+        dim_coder: config of the dims coder (``TASK_UTILS``).
+        xavier_trunk: xavier-uniform init of the trunk (v2); PyTorch default otherwise (v1).
+    """
+
+    def __init__(self, embed_dims: int = 256, num_classes: int = 10, num_fcs: int = 2,
+                 dim_cls_agnostic: bool = False, pred_velo: bool = True, pred_attr: bool = True,
+                 num_attrs: int = 9, dim_coder: dict = dict(type='EProPnPMultiClassLogDimCoder'),
+                 xavier_trunk: bool = False, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.num_classes, self.dim_cls_agnostic = num_classes, dim_cls_agnostic
+        self.dim_coder = TASK_UTILS.build(dim_coder)
+        self.scale_branch = nn.Linear(embed_dims, 2)
+        nn.init.zeros_(self.scale_branch.weight)
+        nn.init.zeros_(self.scale_branch.bias)
+        self.score_branch = nn.Linear(embed_dims, 1)
+        layers = []
+        for _ in range(num_fcs):
+            fc = nn.Linear(embed_dims, embed_dims)
+            if xavier_trunk:
+                nn.init.xavier_uniform_(fc.weight)
+                nn.init.zeros_(fc.bias)
+            layers += [fc, nn.ReLU(inplace=True)]
+        self.pred_fc = nn.Sequential(*layers)
+        self.dim_branch = nn.Linear(embed_dims, 3 if dim_cls_agnostic else 3 * num_classes)
+        self.velo_branch = nn.Linear(embed_dims, 2) if pred_velo else None
+        self.attr_branch = nn.Linear(embed_dims, num_attrs) if pred_attr else None
+
+    def forward(self, feat: Tensor, labels: Tensor, flip: Tensor) -> ObjectBranchOutput:
+        """
+        Args:
+            feat: (N, C) object features.
+            labels: (N,) long class labels (gt labels in training, predicted at test).
+            flip: (N,) bool, whether the object's image was horizontally flipped.
+        """
+        N = feat.shape[0]
+        scale = self.scale_branch(feat).exp()
+        score = self.score_branch(feat).squeeze(-1)
+        h = self.pred_fc(feat)
+        dim_enc = self.dim_branch(h)
+        if not self.dim_cls_agnostic:
+            dim_enc = dim_enc.reshape(N, self.num_classes, 3)[torch.arange(N, device=feat.device), labels]
+        dims = self.dim_coder.decode(dim_enc, labels)
+        velo = attr = None
+        if self.velo_branch is not None:
+            velo = self.velo_branch(h)
+            sign = torch.ones_like(velo)
+            sign[flip.bool(), 0] = -1
+            velo = velo * sign
+        if self.attr_branch is not None:
+            attr = self.attr_branch(h)
+        return ObjectBranchOutput(scale, score, dim_enc, dims, velo, attr)

@@ -1,0 +1,3 @@
+from .log_dim_coder import EProPnPMultiClassLogDimCoder
+
+__all__ = ['EProPnPMultiClassLogDimCoder']
