@@ -23,6 +23,8 @@ def parse_args(argv=None):
     p.add_argument('--image-size', type=int, nargs=2, default=(1600, 900), metavar=('W', 'H'))
     p.add_argument('--scenes', type=int, default=10,
                    help='number of scenes (1..10, named after the devkit mini split; 2 or more include mini_val)')
+    p.add_argument('--min-lidar-pts', type=int, default=1,
+                   help='objects with fewer LiDAR returns are left out of that keyframe (0 keeps all within 55 m)')
     p.add_argument('--workers', type=int, default=2, help='worker processes (output does not depend on it)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing generated dataset in --out-dir')
     return p.parse_args(argv)
@@ -32,6 +34,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = GeneratorConfig(out_dir=args.out_dir, samples_per_scene=args.samples_per_scene, seed=args.seed,
                           image_size=tuple(args.image_size), num_scenes=args.scenes, workers=args.workers,
+                          min_lidar_pts=args.min_lidar_pts,
                           overwrite=args.overwrite)
     try:
         s = generate_dataset(cfg)

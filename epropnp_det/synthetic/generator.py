@@ -20,8 +20,10 @@ Modelling choices (documented because consumers rely on them):
 
 * All sensors of a sample share the keyframe timestamp (each has its own ``sample_data`` and ``ego_pose``
   record, with identical values), so image content and annotations are exactly synchronous.
-* Only objects within ``ANNOTATION_RADIUS`` (55 m, ego xy) exist in a frame: they are annotated, rendered and hit
-  by the LiDAR; farther objects are neither (no unlabelled objects in the images).
+* Only objects within ``ANNOTATION_RADIUS`` (55 m, ego xy) and with at least ``min_lidar_pts`` (default 1) LiDAR
+  returns exist in a frame: they are annotated, rendered and hit by the LiDAR; the others are none of these (no
+  unlabelled objects in the images, and every annotation survives the devkit's zero-point filter).  An instance
+  can therefore skip a keyframe (e.g. fully occluded); its prev/next links then span the gap.
 * ``num_radar_pts`` is 0 (no radar is simulated); ``num_lidar_pts`` counts the stored LiDAR points in the box.
 * Visibility = visible pixels / unoccluded in-image pixels, summed over the 6 cameras (0 if in no image),
   binned into the nuScenes tokens '1'..'4'.
@@ -79,6 +81,7 @@ class GeneratorConfig:
     num_scenes: int = 10
     workers: int = 2
     jpeg_quality: int = 90
+    min_lidar_pts: int = 1
     overwrite: bool = False
 
     def validate(self):
@@ -89,6 +92,8 @@ class GeneratorConfig:
         w, h = self.image_size
         if int(w) < 16 or int(h) < 16:
             raise ValueError(f'image_size must be at least 16x16 px, got {self.image_size}')
+        if self.min_lidar_pts < 0:
+            raise ValueError(f'min_lidar_pts must be >= 0, got {self.min_lidar_pts}')
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f'jpeg_quality must be in 1..100, got {self.jpeg_quality}')
 
@@ -174,12 +179,27 @@ def _render_sample(args) -> dict:
     cfg, scene_idx, k = args
     setup = _get_setup(cfg, scene_idx)
     fr = setup.frame(k)
-    boxes = fr['boxes']
     rng = scene_rng(cfg.seed, scene_idx, 2, k)
-    n = len(fr['ids'])
+    ids, boxes = fr['ids'], fr['boxes']
+    lidar_args = (fr['ego_trans'], fr['ego_yaw'], setup.lidar_rot, setup.lidar_trans)
+    points = lidar_sweep(boxes, *lidar_args, setup.world.road, rng)
+    num_pts = count_points_in_boxes(points, boxes, *lidar_args)
+    keep = num_pts >= cfg.min_lidar_pts
+    if not keep.all():
+        # Objects without LiDAR evidence do not exist in this frame (not annotated, not rendered).  They had no
+        # returns, so removing them leaves the other objects' returns unchanged; re-cast for exactness anyway.
+        ids = ids[keep]
+        boxes = {key: val[keep] for key, val in boxes.items()}
+        rng = scene_rng(cfg.seed, scene_idx, 2, k)
+        points = lidar_sweep(boxes, *lidar_args, setup.world.road, rng)
+    path = osp.join(cfg.out_dir, sensor_filename(setup, LIDAR, k))
+    points.tofile(path)
+    nbytes = osp.getsize(path)
+    # Count on the stored float32 points (what the devkit's points_in_box sees).
+    num_pts = count_points_in_boxes(np.fromfile(path, dtype=np.float32).reshape(-1, 5), boxes, *lidar_args)
+    n = len(ids)
     footprint = np.zeros(n, dtype=np.int64)
     visible = np.zeros(n, dtype=np.int64)
-    nbytes = 0
     per_cam_visible = {}
     for cam, renderer in zip(setup.cameras, setup.renderers()):
         img, fp, vis, _ = renderer.render(setup.world.road, fr['ego_trans'], fr['ego_yaw'], boxes,
@@ -190,17 +210,10 @@ def _render_sample(args) -> dict:
         path = osp.join(cfg.out_dir, sensor_filename(setup, cam.name, k))
         Image.fromarray(img).save(path, quality=cfg.jpeg_quality)
         nbytes += osp.getsize(path)
-    points = lidar_sweep(boxes, fr['ego_trans'], fr['ego_yaw'], setup.lidar_rot, setup.lidar_trans,
-                         setup.world.road, rng)
-    path = osp.join(cfg.out_dir, sensor_filename(setup, LIDAR, k))
-    points.tofile(path)
-    nbytes += osp.getsize(path)
-    num_pts = count_points_in_boxes(np.fromfile(path, dtype=np.float32).reshape(-1, 5), boxes,
-                                     fr['ego_trans'], fr['ego_yaw'], setup.lidar_rot, setup.lidar_trans)
     frac = np.where(footprint > 0, visible / np.maximum(footprint, 1), 0.0)
-    return dict(scene_idx=scene_idx, k=k, ids=fr['ids'].tolist(), visibility=frac.tolist(),
+    return dict(scene_idx=scene_idx, k=k, ids=ids.tolist(), visibility=frac.tolist(),
                 num_lidar_pts=num_pts.tolist(), cam_visible_px=per_cam_visible, nbytes=nbytes,
-                num_points=len(points))
+                num_points=len(points), num_dropped=int((~keep).sum()))
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -278,8 +291,9 @@ def _build_tables(cfg: GeneratorConfig, setups: list, results: dict) -> tuple:
         for k in range(n_samples):
             res = results[(si, k)]
             fr = setup.frame(k)
+            full_index = {int(oid): idx for idx, oid in enumerate(fr['ids'])}
             for j, oid in enumerate(res['ids']):
-                per_obj.setdefault(oid, []).append((k, j, fr, res))
+                per_obj.setdefault(oid, []).append((k, j, full_index[oid], fr, res))
         for oid in sorted(per_obj):
             obj = setup.world.objects[oid]
             inst_tok = token(seed, 'instance', nm, oid)
@@ -287,14 +301,14 @@ def _build_tables(cfg: GeneratorConfig, setups: list, results: dict) -> tuple:
             tables['instance'].append(dict(token=inst_tok, category_token=cat_tok[CLASS_TO_CATEGORY[obj.cls]],
                                            nbr_annotations=len(ann_toks), first_annotation_token=ann_toks[0],
                                            last_annotation_token=ann_toks[-1]))
-            for a, (k, j, fr, res) in enumerate(per_obj[oid]):
-                b = fr['boxes']
+            for a, (k, j, jf, fr, res) in enumerate(per_obj[oid]):
+                b = {key: val[jf] for key, val in fr['boxes'].items()}
                 vis_frac = res['visibility'][j]
                 rec = dict(token=ann_toks[a], sample_token=sample_tokens[k], instance_token=inst_tok,
                            visibility_token=visibility_token(vis_frac),
                            attribute_tokens=[attr_tok[obj.attribute]] if obj.attribute else [],
-                           translation=[float(v) for v in b['center'][j]], size=[float(v) for v in b['wlh'][j]],
-                           rotation=yaw_to_quaternion(float(b['yaw'][j])), prev=ann_toks[a - 1] if a else '',
+                           translation=[float(v) for v in b['center']], size=[float(v) for v in b['wlh']],
+                           rotation=yaw_to_quaternion(float(b['yaw'])), prev=ann_toks[a - 1] if a else '',
                            next=ann_toks[a + 1] if a + 1 < len(ann_toks) else '',
                            num_lidar_pts=int(res['num_lidar_pts'][j]), num_radar_pts=0)
                 tables['sample_annotation'].append(rec)
@@ -302,8 +316,8 @@ def _build_tables(cfg: GeneratorConfig, setups: list, results: dict) -> tuple:
                     token=rec['token'], sample_token=rec['sample_token'], instance_token=inst_tok,
                     scene=nm, sample_index=k, object_id=int(oid), detection_name=obj.cls,
                     category_name=CLASS_TO_CATEGORY[obj.cls], attribute_name=obj.attribute or '',
-                    translation=rec['translation'], size=rec['size'], yaw=float(b['yaw'][j]),
-                    velocity=[float(v) for v in b['velocity'][j]], num_lidar_pts=rec['num_lidar_pts'],
+                    translation=rec['translation'], size=rec['size'], yaw=float(b['yaw']),
+                    velocity=[float(v) for v in b['velocity']], num_lidar_pts=rec['num_lidar_pts'],
                     visibility=float(vis_frac), visibility_token=rec['visibility_token'],
                     cam_visible_px={c: int(res['cam_visible_px'][c][j]) for c in CAMERAS}))
     for loc, log_tokens in logs_by_location.items():
