@@ -1,0 +1,176 @@
+"""Pictures of 3D detections: wireframes projected on the image and a bird's-eye view (BEV).
+
+Boxes are model boxes ``(N, 7) [l, h, w, x, y, z, yaw]``, geometric centre, in the camera frame of the image
+(OpenCV axes, metres), see :mod:`epropnp_det.structures.boxes`. Images are ``(H, W, 3)`` uint8 BGR (cv2 order).
+Pixel coordinates are continuous (pixel ``i`` covers ``[i, i + 1)``); ``K``-projections are converted with the
+model's pixel convention (``'v2'``: continuous already; ``'v1'``: +0.5).
+"""
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from epropnp_det.structures.boxes import PIXEL_CONVENTIONS, box_edges, model_boxes_corners
+
+_SHIFT = 4                      # cv2 fixed-point bits: sub-pixel accurate lines
+_FRONT = (4, 5, 6, 7)           # corners with local +x (the heading side)
+
+
+def _as_numpy_boxes(boxes) -> np.ndarray:
+    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64) if not torch.is_tensor(boxes) else boxes)
+    if boxes.dim() != 2 or boxes.shape[-1] < 7:
+        raise ValueError(f'boxes must be (N, >=7) [l,h,w,x,y,z,yaw,...], got {tuple(boxes.shape)}')
+    return boxes[:, :7].double()
+
+
+def edge_segments_2d(boxes, cam2img, near: float = 0.1, convention: str = 'v2') -> np.ndarray:
+    """Projects the 12 edges of each box, clipped at the plane ``z = near``.
+
+    Args:
+        boxes: (N, 7) model boxes, camera frame. cam2img: (3, 3) intrinsics (original image).
+    Returns:
+        (N, 12, 2, 2) float64 segment end points in continuous pixels; NaN rows for edges fully behind the plane.
+    """
+    boxes = _as_numpy_boxes(boxes)
+    corners = model_boxes_corners(boxes).numpy()                                   # (N, 8, 3)
+    k = np.asarray(cam2img, dtype=np.float64)[:3, :3]
+    edges = np.asarray(box_edges())                                                # (12, 2)
+    a, b = corners[:, edges[:, 0]], corners[:, edges[:, 1]]                        # (N, 12, 3)
+    za, zb = a[..., 2:3], b[..., 2:3]
+    both_behind = (za < near) & (zb < near)
+    # Move the end point that is behind the near plane onto it (parameter t along a->b).
+    t = np.where(np.abs(zb - za) > 1e-12, (near - za) / np.where(np.abs(zb - za) > 1e-12, zb - za, 1.), 0.)
+    a_clip = np.where(za < near, a + t * (b - a), a)
+    b_clip = np.where(zb < near, a + t * (b - a), b)
+    seg = np.stack([a_clip, b_clip], axis=2)                                       # (N, 12, 2, 3)
+    uvw = seg @ k.T
+    uv = uvw[..., :2] / np.maximum(uvw[..., 2:3], near) + PIXEL_CONVENTIONS[convention]
+    uv[np.broadcast_to(both_behind[..., None, :], uv.shape)] = np.nan
+    return uv
+
+
+def _color(i, colors):
+    if colors is None:
+        return (0, 200, 255)
+    c = colors[i] if isinstance(colors, (list, tuple)) and isinstance(colors[0], (list, tuple)) else colors
+    return tuple(int(v) for v in c)
+
+
+def draw_boxes_3d(img: np.ndarray, boxes, cam2img, colors=None, texts: Optional[Sequence[str]] = None,
+                  thickness: int = 2, convention: str = 'v2', img_transform=None) -> np.ndarray:
+    """Draws wireframes of model boxes on a copy of ``img``; the heading (front) face gets a cross.
+
+    Boxes are drawn far-to-near so near objects stay on top. ``img_transform`` (3, 3) maps original continuous
+    pixels to the pixels of ``img`` (augmented view); identity when ``img`` is the original image.
+    """
+    out = np.ascontiguousarray(img.copy())
+    boxes_t = _as_numpy_boxes(boxes)
+    if len(boxes_t) == 0:
+        return out
+    seg = edge_segments_2d(boxes_t, cam2img, convention=convention)
+    corners = model_boxes_corners(boxes_t).numpy()
+    k = np.asarray(cam2img, dtype=np.float64)[:3, :3]
+    if img_transform is not None:
+        tf = np.asarray(img_transform, dtype=np.float64)
+        hom = np.concatenate([seg, np.ones_like(seg[..., :1])], -1) @ tf.T
+        seg = hom[..., :2] / hom[..., 2:3]
+    order = np.argsort(-boxes_t[:, 5].numpy())
+    scale = float(1 << _SHIFT)
+    for i in order:
+        color = _color(i, colors)
+        for (p, q) in seg[i]:
+            if not np.all(np.isfinite(p)) or not np.all(np.isfinite(q)):
+                continue
+            if np.abs(np.concatenate([p, q])).max() > 1e5:
+                continue
+            cv2.line(out, tuple(np.round(p * scale - 0.5 * scale).astype(int)),
+                     tuple(np.round(q * scale - 0.5 * scale).astype(int)), color, thickness, cv2.LINE_AA, _SHIFT)
+        front = corners[i, list(_FRONT)]
+        if np.all(front[:, 2] > 0.1):
+            uvw = front @ k.T
+            uv = uvw[:, :2] / uvw[:, 2:3] + PIXEL_CONVENTIONS[convention]
+            if img_transform is not None:
+                hom = np.concatenate([uv, np.ones_like(uv[:, :1])], -1) @ tf.T
+                uv = hom[:, :2] / hom[:, 2:3]
+            for a, b in ((0, 2), (1, 3)):
+                cv2.line(out, tuple(np.round(uv[a] * scale - 0.5 * scale).astype(int)),
+                         tuple(np.round(uv[b] * scale - 0.5 * scale).astype(int)), color, max(thickness - 1, 1),
+                         cv2.LINE_AA, _SHIFT)
+        if texts is not None:
+            pts = seg[i].reshape(-1, 2)
+            pts = pts[np.all(np.isfinite(pts), axis=1)]
+            if len(pts):
+                x, y = pts[:, 0].min(), pts[:, 1].min()
+                cv2.putText(out, str(texts[i]), (int(x), max(int(y) - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                            color, 1, cv2.LINE_AA)
+    return out
+
+
+@dataclass
+class BEVCanvas:
+    """Top view of the camera frame: +z (forward) points up in the picture, +x (right) points right.
+
+    ``scale`` px per metre; the camera sits at the bottom centre of a ``size`` (W, H) canvas.
+    """
+    size: Tuple[int, int] = (600, 800)
+    scale: float = 12.0
+
+    @property
+    def origin(self):
+        return np.array([self.size[0] / 2, self.size[1] - 20.0])
+
+    def to_px(self, xz: np.ndarray) -> np.ndarray:
+        """(..., 2) camera-frame ``(x, z)`` metres → (..., 2) canvas pixels."""
+        xz = np.asarray(xz, dtype=np.float64)
+        return np.stack([self.origin[0] + xz[..., 0] * self.scale, self.origin[1] - xz[..., 1] * self.scale], -1)
+
+
+def _bev_footprints(boxes: np.ndarray) -> np.ndarray:
+    """(N, 7) → (N, 4, 2) footprint corners ``(x, z)`` (front-left, front-right, back-right, back-left)."""
+    l, w, x, z, yaw = boxes[:, 0], boxes[:, 2], boxes[:, 3], boxes[:, 5], boxes[:, 6]
+    heading = np.stack([np.cos(yaw), -np.sin(yaw)], -1)          # local +x in (x, z)
+    side = np.stack([np.sin(yaw), np.cos(yaw)], -1)              # local +z in (x, z)
+    signs = np.array([[1, -1], [1, 1], [-1, 1], [-1, -1]], dtype=np.float64)
+    centre = np.stack([x, z], -1)
+    return (centre[:, None] + signs[None, :, :1] * (l / 2)[:, None, None] * heading[:, None]
+            + signs[None, :, 1:] * (w / 2)[:, None, None] * side[:, None])
+
+
+def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional[float] = None,
+             canvas: Optional[BEVCanvas] = None, pred_texts: Optional[Sequence[str]] = None,
+             max_range: float = 60.0) -> np.ndarray:
+    """Bird's-eye view: range rings every 10 m, the camera frustum (from ``cam2img`` and ``image_width``),
+    ground truth in green, predictions in blue with a heading line. Returns (H, W, 3) uint8 BGR."""
+    canvas = canvas or BEVCanvas()
+    img = np.full((canvas.size[1], canvas.size[0], 3), 255, np.uint8)
+    o = tuple(np.round(canvas.origin).astype(int))
+    for r in range(10, int(max_range) + 1, 10):
+        cv2.circle(img, o, int(r * canvas.scale), (225, 225, 225), 1, cv2.LINE_AA)
+        cv2.putText(img, f'{r} m', (o[0] + 3, int(o[1] - r * canvas.scale) - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                    (160, 160, 160), 1, cv2.LINE_AA)
+    if cam2img is not None and image_width is not None:
+        k = np.asarray(cam2img, dtype=np.float64)
+        for u in (0.0, float(image_width)):
+            x = (u - k[0, 2]) / k[0, 0] * max_range
+            p = canvas.to_px(np.array([x, max_range]))
+            cv2.line(img, o, tuple(np.round(p).astype(int)), (170, 170, 170), 1, cv2.LINE_AA)
+    for boxes, color, texts in ((gt_boxes, (60, 170, 60), None), (pred_boxes, (200, 90, 20), pred_texts)):
+        if boxes is None:
+            continue
+        b = _as_numpy_boxes(boxes).numpy()
+        if len(b) == 0:
+            continue
+        fp = canvas.to_px(_bev_footprints(b))
+        for i in range(len(b)):
+            pts = np.round(fp[i]).astype(np.int32)
+            cv2.polylines(img, [pts], True, color, 2, cv2.LINE_AA)
+            front_mid = (fp[i, 0] + fp[i, 1]) / 2
+            centre = fp[i].mean(0)
+            cv2.line(img, tuple(np.round(centre).astype(int)), tuple(np.round(front_mid).astype(int)), color, 1,
+                     cv2.LINE_AA)
+            if texts is not None:
+                cv2.putText(img, str(texts[i]), tuple(np.round(fp[i].max(0)).astype(int)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+    return img
