@@ -13,11 +13,10 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))  # run from a clone without installing
 
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import ConfigDict, DictAction  # noqa: E402
 
-from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device, init_cpu_process_group  # noqa: E402
+from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device  # noqa: E402
+from epropnp_det.utils.runner_cfg import build_runner, load_runner_cfg  # noqa: E402
 
 VIS_TASKS = ['mono_det', 'multi-view_det', 'lidar_det', 'lidar_seg', 'multi-modality_det']
 
@@ -62,15 +61,7 @@ def trigger_visualization_hook(cfg, args):
 
 
 def build_cfg(args):
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_runner_cfg(args.config, args.launcher, args.cfg_options, args.work_dir)
 
     cfg.load_from = args.checkpoint
 
@@ -92,8 +83,7 @@ def build_cfg(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
-    init_cpu_process_group(args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.test()
 
 
