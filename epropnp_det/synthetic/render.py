@@ -197,7 +197,7 @@ class CameraRenderer:
         c, s = np.cos(yaw), np.sin(yaw)
         lam = np.array([c * sun[0] + s * sun[1], -s * sun[0] + c * sun[1], sun[2]], dtype=np.float32)
         lam = np.stack([-lam, lam], axis=1).ravel()  # index = code = 2 * axis + plus
-        shade = 0.45 + 0.55 * np.clip(lam[code], 0.0, 1.0)
+        shade = 0.55 + 0.45 * np.clip(lam[code], 0.0, 1.0)
         return col * shade[:, None]
 
 

@@ -97,10 +97,11 @@ class SceneWorld:
         margin = ANNOTATION_RADIUS + 15.0 * duration + 10.0
         self.s_range = (self.ego_s0 - margin, s_end + margin)
         self.strips = self._make_strips(rng)
+        self.strip_by_name = {st.name: st for st in self.strips}
         self.objects: list[SceneObject] = []
         for strip in self.strips:
             self._fill_strip(rng, strip)
-        self._ensure_all_classes(rng, (self.ego_s0 - 10.0, s_end + 25.0), duration)
+        self._ensure_all_classes(rng, duration)
         for i, obj in enumerate(self.objects):
             obj.obj_id = i
 
@@ -199,27 +200,52 @@ class SceneWorld:
                 cursor += ext + (rng.uniform(1.0, 3.0) if cls == 'traffic_cone' else rng.uniform(0.1, 0.4))
             cursor += gap
 
-    def _ensure_all_classes(self, rng: np.random.Generator, window, duration: float):
-        """Insert one object of every class that is missing near the ego path (so each scene has all 10)."""
+    def _ensure_all_classes(self, rng: np.random.Generator, duration: float):
+        """Place one object of every class close to the ego at mid-sequence, with a clear line of sight
+        (static objects between it and the road are removed), so each scene shows all 10 classes.
+
+        The 10 objects are laid out along the road on both sides, small classes nearest to the ego (their
+        evaluation range is shorter), each in its own s slot, so they never block one another."""
         homes = {'car': ['parking'], 'truck': ['parking'], 'trailer': ['parking', 'construction'],
-                 'bus': ['parking'], 'construction_vehicle': ['construction'], 'bicycle': ['kerb', 'bike'],
-                 'motorcycle': ['parking', 'bike'], 'pedestrian': ['sidewalk'], 'traffic_cone': ['kerb'],
+                 'bus': ['parking'], 'construction_vehicle': ['construction'], 'bicycle': ['kerb'],
+                 'motorcycle': ['parking'], 'pedestrian': ['sidewalk'], 'traffic_cone': ['kerb'],
                  'barrier': ['kerb']}
         t_mid = duration / 2.0
-        for cls in CLASSES:
-            present = any(o.cls == cls and window[0] <= o.s0 + o.ds_dt * t_mid <= window[1]
-                          for o in self.objects)
-            if present:
-                continue
-            kinds = homes[cls]
-            cands = [s for s in self.strips if s.kind in kinds]
+        s_mid = self.ego_s0 + self.ego_speed * t_mid
+        small = ['pedestrian', 'traffic_cone', 'barrier', 'bicycle', 'motorcycle']
+        large = ['car', 'truck', 'bus', 'construction_vehicle', 'trailer']
+        assert sorted(small + large) == sorted(CLASSES)
+        order = list(rng.permutation(small)) + list(rng.permutation(large))
+        first_side = rng.choice([-1.0, 1.0])
+        cursor = {-1.0: s_mid - 12.0, 1.0: s_mid - 12.0}
+        guaranteed = []
+        for i, cls in enumerate(order):
+            side = first_side if i % 2 == 0 else -first_side
+            cands = [st for st in self.strips if st.kind in homes[cls] and np.sign(st.lateral) == side]
+            static = [st for st in cands if st.speed == 0.0]
+            cands = static or cands  # e.g. all sidewalk sub-lanes of that side may be walking
             strip = cands[rng.integers(len(cands))]
             obj = self._new_object(rng, strip, cls, 0.0)
-            obj.s0 = float(rng.uniform(*window)) - strip.direction * strip.speed * t_mid
-            # Drop the strip's objects that would overlap the inserted one (same speed: overlap at t=0 suffices).
-            self.objects = [o for o in self.objects
-                            if o.strip != strip.name or abs(o.s0 - obj.s0) >= (o.ext_long + obj.ext_long) / 2.0 + 0.5]
+            s_target = cursor[side] + obj.ext_long / 2.0
+            cursor[side] += obj.ext_long + 3.0
+            obj.s0 = float(s_target - obj.ds_dt * t_mid)
+
+            def blocks(o, strip=strip, obj=obj, s_target=s_target):
+                st = self.strip_by_name[o.strip]
+                same = o.strip == strip.name
+                between = (st.speed == 0.0 and np.sign(st.lateral) == np.sign(strip.lateral)
+                           and abs(st.lateral) < abs(strip.lateral))
+                if same:
+                    s_ref, margin = s_target, 0.5
+                else:  # where the ego->object line of sight (at t_mid) crosses that strip
+                    frac = (st.lateral - EGO_LATERAL) / (obj.lateral - EGO_LATERAL)
+                    s_ref, margin = s_mid + frac * (s_target - s_mid), 3.0
+                ds = o.s0 + o.ds_dt * t_mid - s_ref
+                return (same or between) and abs(ds) < (o.ext_long + obj.ext_long) / 2.0 + margin
+
+            self.objects = [o for o in self.objects if any(o is g for g in guaranteed) or not blocks(o)]
             self.objects.append(obj)
+            guaranteed.append(obj)
 
     # ------------------------------------------------------------------ queries
     def ego_pose(self, t: float):
