@@ -21,13 +21,11 @@ import torch
 from torch import Tensor
 
 from .camera import project_planar
-from .rotation import quaternion_to_rot_mat
+from .kernels import S2_FLOOR, cost_prepared, normal_equations_prepared, prepare
 from .types import CameraParams
 
 __all__ = ['adaptive_huber_delta', 'huber_cost', 'evaluate_pnp', 'pnp_cost', 'normal_equations']
 
-# floor of squared residual norms before sqrt: keeps d sqrt/ds finite at exact fits (value error < 1e-15 px)
-_S2_FLOOR = 1e-30
 
 
 def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: float = 0.5) -> Tensor:
@@ -47,7 +45,7 @@ def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: float = 0.5) 
         std = x2d.new_zeros(x2d.shape[:-2])
     else:
         var = x2d.var(dim=-2, correction=1).sum(dim=-1)
-        std = var.clamp(min=_S2_FLOOR).sqrt()
+        std = var.clamp(min=S2_FLOOR).sqrt()
     return w2d.mean(dim=(-2, -1)) * std * relative_delta
 
 
@@ -61,7 +59,7 @@ def huber_cost(sq_norm: Tensor, delta: Tensor) -> Tuple[Tensor, Tensor]:
     Returns:
         cost: (*, N, n) ``ρ/2(s)``; s: (*, N, n) the (floored) norm ``s``.
     """
-    s = sq_norm.clamp(min=_S2_FLOOR).sqrt()
+    s = sq_norm.clamp(min=S2_FLOOR).sqrt()
     m = torch.minimum(s, delta)  # = s in the quadratic zone, δ in the linear zone
     return m * (s - 0.5 * m), s
 
@@ -111,30 +109,11 @@ def evaluate_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Ca
 def pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor) -> Tensor:
     """Huber cost only (*, N): the fast path for many poses (Monte-Carlo samples, RSLM proposals).
 
-    Folds ``K·R`` and ``K·t`` per pose first, so each point costs one small matmul plus a few element-wise ops.
-    Equal to ``evaluate_pnp(..., out_cost=True)[2]``.
+    Folds ``[K·R | K·t]`` per pose (:mod:`.kernels`): with ``x3d (N, n, 3)`` and poses ``(S, N, D)`` all poses of
+    an object are projected by one matmul. Equal to ``evaluate_pnp(..., out_cost=True)[2]``.
     """
-    u_obs, v_obs, wu, wv, delta = _prep(x2d, w2d, delta)
-    K = camera.cam_mats
-    if pose.shape[-1] == 4:
-        cos, sin = torch.cos(pose[..., 3]), torch.sin(pose[..., 3])
-        # K·R(yaw) for K with last row [0, 0, 1]; columns of R: (c, 0, -s), (0, 1, 0), (s, 0, c)
-        kc0 = K[..., :, 0] * cos[..., None] - K[..., :, 2] * sin[..., None]
-        kc2 = K[..., :, 0] * sin[..., None] + K[..., :, 2] * cos[..., None]
-        kr = torch.stack([kc0, K[..., :, 1].expand_as(kc0), kc2], dim=-1)  # (*, N, 3, 3)
-    elif pose.shape[-1] == 7:
-        kr = K @ quaternion_to_rot_mat(pose[..., 3:])
-    else:
-        raise ValueError(f'pose must be (*, N, 4) or (*, N, 7), got {tuple(pose.shape)}')
-    kt = (K @ pose[..., :3, None])  # (*, N, 3, 1)
-    h = torch.matmul(kr, x3d.transpose(-1, -2)) + kt  # (*, N, 3, n), rows contiguous
-    z = h[..., 2, :].clamp(min=camera.z_min)
-    inv_z = 1 / z
-    u = torch.maximum(torch.minimum(h[..., 0, :] * inv_z, camera.ub[..., 0, None]), camera.lb[..., 0, None])
-    v = torch.maximum(torch.minimum(h[..., 1, :] * inv_z, camera.ub[..., 1, None]), camera.lb[..., 1, None])
-    ru, rv = (u - u_obs) * wu, (v - v_obs) * wv
-    cost_pt, _ = huber_cost(ru * ru + rv * rv, delta)
-    return cost_pt.sum(dim=-1)
+    _prep(x2d, w2d, delta)
+    return cost_prepared(prepare(x3d, x2d, w2d), pose, camera, delta)
 
 
 def normal_equations(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
@@ -143,17 +122,7 @@ def normal_equations(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera
 
     Returns:
         jtj: (*, N, T, T) ``J̃ᵀJ̃``; jtr: (*, N, T) ``J̃ᵀr̃`` (= gradient of the cost); cost: (*, N).
+        Equal to the products of :func:`evaluate_pnp`'s outputs (see :mod:`.kernels` for the factorisation).
     """
-    u_obs, v_obs, wu, wv, delta = _prep(x2d, w2d, delta)
-    u, v, ju, jv = project_planar(x3d, pose, camera, out_jac=True, clip_jac=clip_jac)
-    ru, rv = (u - u_obs) * wu, (v - v_obs) * wv
-    cost_pt, s = huber_cost(ru * ru + rv * rv, delta)
-    rho2 = _irls_weight(s, delta).square()
-    # J̃ᵀJ̃ = Σ_i ρ̃_i² (w_u² J_u J_uᵀ + w_v² J_v J_vᵀ);  J̃ᵀr̃ = Σ_i ρ̃_i² (w_u r_u J_u + w_v r_v J_v)
-    cu, cv = wu * wu * rho2, wv * wv * rho2
-    jw = torch.cat([ju * cu.unsqueeze(-1), jv * cv.unsqueeze(-1)], dim=-2)  # (*, N, 2n, T)
-    jj = torch.cat([ju, jv], dim=-2)
-    jtj = jw.transpose(-1, -2) @ jj
-    rr = torch.cat([ru * (rho2 * wu), rv * (rho2 * wv)], dim=-1).unsqueeze(-1)  # (*, N, 2n, 1)
-    jtr = (jj.transpose(-1, -2) @ rr).squeeze(-1)
-    return jtj, jtr, cost_pt.sum(dim=-1)
+    _prep(x2d, w2d, delta)
+    return normal_equations_prepared(prepare(x3d, x2d, w2d), pose, camera, delta, clip_jac)

@@ -1,0 +1,385 @@
+"""Batched PnP solvers: trust-region Levenberg-Marquardt, safeguarded Gauss-Newton, RSLM initialiser (spec §2.4-2.5)
+and the differentiable Gauss-Newton step of the derivative regularisation (spec §2.12).
+
+API summary (shapes: ``N`` objects, ``n`` points; ``D`` = 4 ``[x, y, z, yaw]`` or 7 ``[x, y, z, w, i, j, k]``;
+``T`` = 4 or 6 tangent dims; poses in the camera frame, metres/radians; ``x3d`` object frame metres,
+``x2d`` pixels of the original image, ``delta (N,)`` Huber threshold, e.g. :func:`.cost.adaptive_huber_delta`)::
+
+    solve_pnp(x3d, x2d, w2d, camera, delta=None, *, pose_init=None, force_init_solve=False, with_cov=False,
+              with_pose_plus=False, normalize=True, num_iter=10, fast_mode=False, dof=4, generator=None, ...)
+        -> PnPSolution(pose (N, D), cost (N,), cov (N, T, T) | None, pose_plus (N, D) | None)
+    lm_solve(x3d, x2d, w2d, pose, camera, delta, num_iter, fast_mode=False, ...)   # raw loop, no init/normalise
+        -> (pose (*, N, D), cost (*, N), jtj (*, N, T, T))     # all evaluated at the returned pose
+    rslm_init(x3d, x2d, w2d, camera, delta, *, num_points=16, num_proposals=64, num_iter=3, dof=4, ...)
+        -> (pose (N, D), cost (N,))
+    center_based_init(x3d, x2d, camera, dof=4) -> t (N, 3)
+    gn_step(x3d, x2d, w2d, pose, camera, delta, eps=1e-5, clip_jac=True) -> step (*, N, T)   # differentiable
+    compute_pose_plus(x3d, x2d, w2d, pose, camera, delta, normalize=True) -> pose_plus (*, N, D)  # differentiable
+    laplace_covariance(jtj, eps=1e-5) -> inv(JᵀJ + eps I)
+    PnPSolver(**hyper_parameters)   # stateless nn.Module wrapper of solve_pnp
+
+Differences from the reference (spec §13.11-13, all fixes):
+
+* The trust-region radius is clamped to ``[eps, 1e16]`` **after** the failure division (§13.12).
+* Fast mode is Gauss-Newton with a safeguard: a step is accepted only if the cost at the new pose is finite and
+  not larger, otherwise the pose is kept and the next step of that object is damped (``+ μ·diag(A)``,
+  μ ×10 on rejection, /10 on acceptance). Steps of well-behaved objects are the plain GN steps.
+* Cost, covariance and ``J̃ᵀJ̃`` always belong to the returned pose (the reference's fast mode returned them one
+  GN step stale); this costs one extra evaluation per solve.
+* RSLM samples points uniformly for objects whose weights are all zero (the reference crashed, §13.11).
+* Linear systems use a Jacobi-scaled, pivot-floored unrolled LDLᵀ (:mod:`.linalg`): no exceptions, no host sync,
+  no NaN for singular systems. Steps that are non-finite or move the translation beyond ``max_translation`` are
+  rejected.
+* Nothing is stored between calls (§13.13); all randomness comes from the optional ``generator``.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .cost import adaptive_huber_delta, normal_equations
+from .kernels import Prepared, cost_prepared, normal_equations_prepared, prepare
+from .linalg import spd_inverse, spd_solve
+from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
+from .rotation import quaternion_retract, random_quaternion
+from .types import CameraParams, PnPSolution
+
+__all__ = ['solve_pnp', 'lm_solve', 'rslm_init', 'center_based_init', 'gn_step', 'compute_pose_plus',
+           'laplace_covariance', 'retract', 'sample_subsets', 'PnPSolver']
+
+# translations beyond this (metres) are treated as divergence (step rejected)
+MAX_TRANSLATION = 1e6
+
+
+def retract(pose: Tensor, step: Tensor) -> Tensor:
+    """Apply a local step: 4-DoF ``pose + step``; 6-DoF ``t + step[:3]``, ``q <- normalize(q + T(q) step[3:])``."""
+    if pose.shape[-1] == 4:
+        return pose + step
+    return torch.cat([pose[..., :3] + step[..., :3], quaternion_retract(pose[..., 3:], step[..., 3:])], dim=-1)
+
+
+def _add_diag(A: Tensor, diag: Tensor) -> Tensor:
+    return A + torch.diag_embed(diag)
+
+
+def laplace_covariance(jtj: Tensor, eps: float = 1e-5) -> Tensor:
+    """Laplace covariance of ``exp(-cost)`` in the local parameterisation: ``inv(J̃ᵀJ̃ + eps I)`` (*, T, T)."""
+    return spd_inverse(_add_diag(jtj, jtj.new_full(jtj.shape[:-1], eps)))
+
+
+def _accept(pose_new: Tensor, cost_new: Tensor) -> Tensor:
+    return torch.isfinite(cost_new) & torch.isfinite(pose_new).all(dim=-1) & \
+        (pose_new[..., :3].abs() <= MAX_TRANSLATION).all(dim=-1)
+
+
+def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(mask.reshape(*mask.shape, *([1] * (a.dim() - mask.dim()))), a, b)
+
+
+def lm_solve(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
+             num_iter: int = 10, fast_mode: bool = False, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
+    """Run ``num_iter`` iterations (no early exit) from ``pose``; no grad is needed (call under ``no_grad``).
+
+    Trust-region LM (``fast_mode=False``, Jacobian clipped) per spec §2.4 with the radius fix, or safeguarded
+    Gauss-Newton (``fast_mode=True``, Jacobian not clipped), see the module docstring.
+
+    Args:
+        x3d: (*, N, n, 3); x2d, w2d: (*, N, n, 2); pose: (*, N, D) start; camera (N, ...); delta: (N,) or (*, N).
+        **kwargs: ``eps=1e-5, min_lm_diagonal=1e-6, max_lm_diagonal=1e32, min_relative_decrease=1e-3,
+            initial_trust_region_radius=30.0, max_trust_region_radius=1e16`` (spec defaults).
+
+    Returns:
+        pose (*, N, D), cost (*, N) and ``J̃ᵀJ̃`` (*, N, T, T), the last two evaluated at the returned pose.
+    """
+    return _lm_loop(prepare(x3d, x2d, w2d), pose, camera, delta, num_iter, fast_mode, **kwargs)
+
+
+def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int = 10,
+             fast_mode: bool = False, eps: float = 1e-5, min_lm_diagonal: float = 1e-6,
+             max_lm_diagonal: float = 1e32, min_relative_decrease: float = 1e-3,
+             initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16
+             ) -> Tuple[Tensor, Tensor, Tensor]:
+    clip = not fast_mode
+    jtj, jtr, cost = normal_equations_prepared(prep, pose, camera, delta, clip_jac=clip)
+    batch = cost.shape
+    if fast_mode:
+        mu = cost.new_zeros(batch)
+    else:
+        radius = cost.new_full(batch, initial_trust_region_radius)
+        decrease = cost.new_full(batch, 2.0)
+    for _ in range(num_iter):
+        diag = jtj.diagonal(dim1=-2, dim2=-1)
+        if fast_mode:
+            damp = diag * mu.unsqueeze(-1) + eps
+        else:
+            damp = diag.clamp(min_lm_diagonal, max_lm_diagonal) / radius.unsqueeze(-1) + eps
+        step = -spd_solve(_add_diag(jtj, damp), jtr)
+        pose_new = retract(pose, step)
+        jtj_new, jtr_new, cost_new = normal_equations_prepared(prep, pose_new, camera, delta, clip_jac=clip)
+        ok = _accept(pose_new, cost_new)
+        if fast_mode:
+            success = ok & (cost_new <= cost)
+            mu = torch.where(success, mu * 0.1, (mu * 10).clamp(min=1e-3))
+        else:
+            model_change = -(step * ((jtj @ step.unsqueeze(-1)).squeeze(-1) * 0.5 + jtr)).sum(dim=-1)
+            rel = (cost - cost_new) / model_change
+            success = ok & (rel >= min_relative_decrease) & (model_change > 0)
+            # Ceres-style update; the clamp comes after both branches (fixes spec §13.12)
+            grow = (1 - (2 * rel - 1) ** 3).clamp(min=1 / 3)
+            radius = torch.where(success, radius / torch.where(success, grow, 1.), radius / decrease)
+            radius = radius.clamp(eps, max_trust_region_radius)
+            decrease = torch.where(success, 2.0, decrease * 2)
+        pose = _where(success, pose_new, pose)
+        cost = torch.where(success, cost_new, cost)
+        jtj = _where(success, jtj_new, jtj)
+        jtr = _where(success, jtr_new, jtr)
+    return pose, cost, jtj
+
+
+def center_based_init(x3d: Tensor, x2d: Tensor, camera: CameraParams, dof: int = 4) -> Tensor:
+    """Translation from the 2D/3D spreads (spec §2.5 step 2), using all points.
+
+    ``x̂ = K⁻¹[u, v, 1]`` (normalised coordinates); 4-DoF: ``t = [μ_x, μ_y, 1]·σ3d_y / max(σ2d_y, 1e-6)``;
+    6-DoF: ``t = [μ, 1]·sqrt(2/3)‖σ3d‖ / max(‖σ2d‖, 1e-6)`` (unbiased stds over points).
+
+    Returns: (N, 3) translation, camera frame, metres; finite for any finite input (degenerate spreads give 0).
+    """
+    K = camera.cam_mats
+    # normalised coordinates for K = [[a, b, c], [0, e, f], [0, 0, 1]] (last row [0, 0, 1], see camera.py)
+    yn = (x2d[..., 1] - K[..., 1, 2, None]) / K[..., 1, 1, None]
+    xn = (x2d[..., 0] - K[..., 0, 2, None] - K[..., 0, 1, None] * yn) / K[..., 0, 0, None]
+    xy = torch.stack([xn, yn], dim=-1)
+    n = x3d.shape[-2]
+    corr = 1 if n > 1 else 0
+    std2d, mean2d = torch.std_mean(xy, dim=-2, correction=corr)
+    std3d = x3d.std(dim=-2, correction=corr)
+    if dof == 4:
+        depth = std3d[..., 1] / std2d[..., 1].clamp(min=1e-6)
+    else:
+        depth = math.sqrt(2 / 3) * std3d.norm(dim=-1) / std2d.norm(dim=-1).clamp(min=1e-6)
+    t = torch.cat([mean2d, torch.ones_like(mean2d[..., :1])], dim=-1) * depth.unsqueeze(-1)
+    return torch.nan_to_num(t, nan=0.0, posinf=MAX_TRANSLATION, neginf=-MAX_TRANSLATION)
+
+
+def sample_subsets(probs: Tensor, num_subsets: int, num_points: int,
+                   generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """Weighted sampling of distinct points, ``num_subsets`` independent subsets per object.
+
+    Successive sampling (draw ∝ probs, reject repeats) — the distribution of ``torch.multinomial(probs, m,
+    replacement=False)`` — from ``2m`` draws with replacement by inverse CDF, keeping the first ``m`` distinct
+    ones. This needs 2m random numbers per subset instead of n (the exponential race of ``torch.multinomial``),
+    which made sampling the most expensive step of RSLM. If fewer than ``m`` distinct points come up (weights
+    concentrated on a few points), the missing slots are marked invalid (the caller zeroes their weights, like the
+    zero-weight filler points of the reference).
+
+    Args:
+        probs: (N, n) non-negative, each row with a positive sum.
+    Returns:
+        idx (P, N, m) long point indices, valid (P, N, m) bool.
+    """
+    N, n = probs.shape
+    P, m = num_subsets, num_points
+    k = 2 * m
+    cdf = torch.cumsum(probs, dim=-1)
+    cdf = cdf / cdf[..., -1:]
+    u = torch.rand(N, P * k, dtype=cdf.dtype, device=cdf.device, generator=generator)
+    draws = torch.searchsorted(cdf, u, right=True).clamp(max=n - 1).reshape(N, P, k).transpose(0, 1)
+    srt, order = torch.sort(draws, dim=-1, stable=True)
+    first_sorted = torch.ones_like(srt, dtype=torch.bool)
+    first_sorted[..., 1:] = srt[..., 1:] != srt[..., :-1]
+    is_first = torch.empty_like(first_sorted).scatter_(-1, order, first_sorted)
+    rank = torch.cumsum(is_first, dim=-1)  # 1-based rank among distinct draws
+    slot = torch.where(is_first & (rank <= m), rank - 1, m)
+    idx = draws.new_zeros(P, N, m + 1).scatter_(-1, slot, draws)[..., :m]
+    valid = torch.arange(m, device=draws.device) < rank[..., -1:].clamp(max=m)
+    idx = torch.where(valid, idx, draws[..., :1])
+    return idx, valid
+
+
+def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, *, num_points: int = 16,
+              num_proposals: int = 64, num_iter: int = 3, dof: int = 4, fast_mode: bool = False,
+              generator: Optional[torch.Generator] = None, **lm_kwargs) -> Tuple[Tensor, Tensor]:
+    """Random-sample LM initialiser (spec §2.5), no grad.
+
+    For each object, ``num_proposals`` subsets of ``num_points`` distinct points are drawn with probability
+    ∝ mean(w2d) over xy (uniform for all-zero weights; :func:`sample_subsets`); each starts from the
+    centre-based translation and a random rotation (yaw ~ U[0, 2π) or uniform quaternion), runs ``num_iter``
+    LM (or GN) iterations on its subset and is scored by the cost on the full point set.
+
+    Args: x3d (N, n, 3), x2d / w2d (N, n, 2), camera (N, ...), delta (N,) (computed on the full set).
+    Returns:
+        pose (N, D) of the best proposal, cost (N,) its full-set cost.
+    """
+    return _rslm(prepare(x3d, x2d, w2d), x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof,
+                 fast_mode, generator, **lm_kwargs)
+
+
+def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof, fast_mode, generator,
+          cost_chunk: int = 1 << 20, **lm_kwargs):
+    N, n = x3d.shape[-3], x3d.shape[-2]
+    P, m = num_proposals, min(num_points, n)
+    probs = torch.nan_to_num(w2d.mean(dim=-1), nan=0.0, posinf=0.0).clamp(min=0)
+    valid_obj = probs.sum(dim=-1, keepdim=True) > 0
+    probs = torch.where(valid_obj, probs, torch.ones_like(probs))
+    idx, valid = sample_subsets(probs, P, m, generator)
+    sub = prep.gather(idx)
+    vw = valid.unsqueeze(-2).to(sub.w.dtype)
+    sub = sub._replace(w=sub.w * vw, w2=sub.w2 * vw)
+
+    t0 = center_based_init(x3d, x2d, camera, dof).expand(P, N, 3)
+    if dof == 4:
+        rot0 = torch.rand(P, N, 1, dtype=x3d.dtype, device=x3d.device, generator=generator) * (2 * math.pi)
+    else:
+        rot0 = random_quaternion((P, N), dtype=x3d.dtype, device=x3d.device, generator=generator)
+    pose0 = torch.cat([t0, rot0], dim=-1)
+    poses, _, _ = _lm_loop(sub, pose0, camera, delta, num_iter=num_iter, fast_mode=fast_mode, **lm_kwargs)
+    # full-set cost of every proposal, chunked over proposals to bound memory
+    step = max(1, cost_chunk // max(N * n, 1))
+    costs = torch.cat([cost_prepared(prep, poses[i:i + step], camera, delta) for i in range(0, P, step)])
+    costs = torch.nan_to_num(costs, nan=math.inf)
+    best_cost, best = costs.min(dim=0)
+    pose = poses.gather(0, best[None, :, None].expand(1, N, poses.shape[-1])).squeeze(0)
+    return pose, best_cost
+
+
+def gn_step(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
+            eps: float = 1e-5, clip_jac: bool = True) -> Tensor:
+    """Differentiable Gauss-Newton step ``Δy = −(J̃ᵀJ̃ + eps I)⁻¹ J̃ᵀr̃`` at ``pose`` (*, N, D) -> (*, N, T).
+
+    Gradients flow to x3d, x2d, w2d and delta through the Jacobian (including the clamped ``z``/``x2d``), the
+    residual and the IRLS weight (spec §2.4 ``gn_step``, §2.3).
+    """
+    jtj, jtr, _ = normal_equations(x3d, x2d, w2d, pose, camera, delta, clip_jac=clip_jac)
+    return -spd_solve(_add_diag(jtj, jtj.new_full(jtj.shape[:-1], eps)), jtr)
+
+
+def compute_pose_plus(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
+                      normalize: bool = True, eps: float = 1e-5, clip_jac: bool = True) -> Tensor:
+    """``y⁺`` = ``pose`` (detached) plus one differentiable GN step, with the normalisation order of spec §2.12.
+
+    With ``normalize``: centre x3d (offset detached), map ``pose`` to the normalised frame, step there
+    (``y⁺_n = y*_n + Δy``), then denormalise with ``y⁺``'s own rotation (``t⁺ = t⁺_n − R(yaw⁺)·offset``), so the
+    rotation step also moves ``t⁺``.
+
+    Args: x3d (N, n, 3), x2d/w2d (N, n, 2), pose (N, D) solution in the caller's frame, delta (N,).
+    Returns: (N, D) ``y⁺`` in the caller's frame, differentiable w.r.t. x3d, x2d, w2d, delta.
+    """
+    pose = pose.detach()
+    if normalize:
+        offset, x3d, pose = pnp_normalize(x3d, pose)
+    pose_plus = retract(pose, gn_step(x3d, x2d, w2d, pose, camera, delta, eps=eps, clip_jac=clip_jac))
+    return pnp_denormalize(offset, pose_plus) if normalize else pose_plus
+
+
+def _check_inputs(x3d, x2d, w2d, camera, pose_init, dof, check_finite):
+    if x3d.dim() != 3 or x3d.shape[-1] != 3:
+        raise ValueError(f'x3d must be (N, n, 3), got {tuple(x3d.shape)}')
+    N, n = x3d.shape[:2]
+    for name, v in (('x2d', x2d), ('w2d', w2d)):
+        if v.shape != (N, n, 2):
+            raise ValueError(f'{name} must be {(N, n, 2)} to match x3d, got {tuple(v.shape)}')
+    if camera.cam_mats.shape != (N, 3, 3):
+        raise ValueError(f'camera.cam_mats must be {(N, 3, 3)}, got {tuple(camera.cam_mats.shape)}')
+    D = 4 if dof == 4 else 7
+    if dof not in (4, 6):
+        raise ValueError(f'dof must be 4 or 6, got {dof}')
+    if pose_init is not None and pose_init.shape != (N, D):
+        raise ValueError(f'pose_init must be {(N, D)} for dof={dof}, got {tuple(pose_init.shape)}')
+    if check_finite:  # one host sync per call, outside all loops
+        named = [('x3d', x3d), ('x2d', x2d), ('w2d', w2d), ('camera.cam_mats', camera.cam_mats)]
+        if pose_init is not None:
+            named.append(('pose_init', pose_init))
+        bad = torch.stack([~torch.isfinite(v).all() for _, v in named]).tolist()
+        for (name, _), b in zip(named, bad):
+            if b:
+                raise ValueError(f'solve_pnp: {name} contains NaN or Inf')
+
+
+def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Optional[Tensor] = None, *,
+              pose_init: Optional[Tensor] = None, force_init_solve: bool = False, with_cov: bool = False,
+              with_pose_plus: bool = False, normalize: bool = True, num_iter: int = 10, fast_mode: bool = False,
+              dof: int = 4, eps: float = 1e-5, init_num_points: int = 16, init_num_proposals: int = 64,
+              init_num_iter: int = 3, generator: Optional[torch.Generator] = None, check_finite: bool = True,
+              **lm_kwargs) -> PnPSolution:
+    """Solve a batch of PnP problems (spec §2.4 ``LMSolver.forward``).
+
+    Args:
+        x3d: (N, n, 3) metres, object frame. x2d: (N, n, 2) pixels. w2d: (N, n, 2) weights (≥ 0).
+        camera: :class:`CameraParams` (N, ...).
+        delta: (N,) Huber threshold; default ``adaptive_huber_delta(x2d, w2d)`` (detached).
+        pose_init: (N, D) start pose, camera frame. Without it the RSLM initialiser is used.
+        force_init_solve: with ``pose_init``, also run RSLM and start each object from whichever of the two has
+            the lower cost.
+        with_cov: return the Laplace covariance at the returned pose.
+        with_pose_plus: also return ``compute_pose_plus`` (differentiable; everything else is detached).
+        normalize: centre x3d during the solve (spec §2.6); results are returned in the caller's frame.
+        num_iter: LM/GN iterations after initialisation (10 in training, 5 GN steps at test time).
+        fast_mode: safeguarded Gauss-Newton without Jacobian clipping (inference) instead of trust-region LM.
+        dof: 4 (``[x, y, z, yaw]``) or 6 (``[x, y, z, w, i, j, k]``).
+        init_num_points / init_num_proposals / init_num_iter: RSLM settings (16 / 64 / 3).
+        generator: torch RNG for RSLM.
+        check_finite: raise ``ValueError`` naming the field if an input has NaN/Inf (one host sync).
+        **lm_kwargs: trust-region constants of :func:`lm_solve`.
+
+    Returns:
+        :class:`PnPSolution` (pose and cost at the same, final pose).
+    """
+    _check_inputs(x3d, x2d, w2d, camera, pose_init, dof, check_finite)
+    if delta is None:
+        delta = adaptive_huber_delta(x2d.detach(), w2d.detach())
+    N, D = x3d.shape[0], 4 if dof == 4 else 7
+    T = 4 if dof == 4 else 6
+    if N == 0 or x3d.shape[1] == 0:
+        pose = x3d.new_zeros(N, D) if pose_init is None else pose_init.detach().clone()
+        if D == 7 and pose_init is None:
+            pose[:, 3] = 1
+        cov = x3d.new_zeros(N, T, T) if with_cov else None
+        return PnPSolution(pose, x3d.new_zeros(N), cov, pose.clone() if with_pose_plus else None)
+    kw = dict(eps=eps, **lm_kwargs)
+    with torch.no_grad():
+        x3d_d, x2d_d, w2d_d, delta_d = x3d.detach(), x2d.detach(), w2d.detach(), delta.detach()
+        offset = None
+        pose_n = None if pose_init is None else pose_init.detach()
+        if normalize:
+            offset, x3d_d, pose_n = pnp_normalize(x3d_d, pose_n)
+        prep = prepare(x3d_d, x2d_d, w2d_d)
+        if pose_n is None or force_init_solve:
+            pose_r, cost_r = _rslm(prep, x3d_d, x2d_d, w2d_d, camera, delta_d, init_num_points,
+                                   init_num_proposals, init_num_iter, dof, fast_mode, generator, **kw)
+            if pose_n is not None:
+                cost_i = cost_prepared(prep, pose_n, camera, delta_d)
+                pose_r = _where(cost_i < cost_r, pose_n, pose_r)
+            pose_n = pose_r
+        pose_n, cost, jtj = _lm_loop(prep, pose_n, camera, delta_d, num_iter=num_iter, fast_mode=fast_mode, **kw)
+        cov = None
+        if with_cov:
+            cov = laplace_covariance(jtj, eps)
+            if normalize:
+                cov = pnp_denormalize_cov(offset, pose_n, cov)
+        pose = pnp_denormalize(offset, pose_n) if normalize else pose_n
+    pose_plus = None
+    if with_pose_plus:
+        pose_plus = compute_pose_plus(x3d, x2d, w2d, pose, camera, delta, normalize=normalize, eps=eps)
+    return PnPSolution(pose, cost, cov, pose_plus)
+
+
+class PnPSolver(nn.Module):
+    """Stateless ``nn.Module`` holding :func:`solve_pnp` hyper-parameters (no buffers, nothing mutated by forward).
+
+    ``forward(x3d, x2d, w2d, camera, delta=None, **overrides) -> PnPSolution``; keyword overrides (e.g.
+    ``num_iter=5, fast_mode=True`` at test time) are per call, never stored.
+    """
+
+    def __init__(self, dof: int = 4, num_iter: int = 10, normalize: bool = True, eps: float = 1e-5,
+                 init_num_points: int = 16, init_num_proposals: int = 64, init_num_iter: int = 3, **lm_kwargs):
+        super().__init__()
+        self.kwargs = dict(dof=dof, num_iter=num_iter, normalize=normalize, eps=eps, init_num_points=init_num_points,
+                           init_num_proposals=init_num_proposals, init_num_iter=init_num_iter, **lm_kwargs)
+
+    def forward(self, x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Optional[Tensor] = None,
+                **overrides) -> PnPSolution:
+        return solve_pnp(x3d, x2d, w2d, camera, delta, **{**self.kwargs, **overrides})
+
+    def extra_repr(self) -> str:
+        return ', '.join(f'{k}={v}' for k, v in self.kwargs.items())
