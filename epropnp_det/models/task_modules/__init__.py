@@ -1,4 +1,6 @@
 from .center_target import EProPnPVolumeCenter, ray_box_depths
 from .log_dim_coder import EProPnPMultiClassLogDimCoder
+from .object_sampler import EProPnPObjectSampler, ObjectSamples
 
-__all__ = ['EProPnPMultiClassLogDimCoder', 'EProPnPVolumeCenter', 'ray_box_depths']
+__all__ = ['EProPnPMultiClassLogDimCoder', 'EProPnPVolumeCenter', 'ray_box_depths', 'EProPnPObjectSampler',
+           'ObjectSamples']
