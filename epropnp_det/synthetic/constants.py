@@ -104,16 +104,16 @@ SIZE_STD_LHW = {
 
 # Per-class base colour (RGB) of the rendered cuboids: distinct hues so that the class is learnable.
 CLASS_COLORS = {
-    'car': (200, 30, 30),                  # red
-    'truck': (30, 60, 200),                # blue
-    'trailer': (130, 60, 170),             # purple
-    'bus': (240, 210, 20),                 # yellow
-    'construction_vehicle': (245, 130, 0),  # orange
-    'bicycle': (0, 190, 190),              # teal
-    'motorcycle': (230, 50, 200),          # magenta
-    'pedestrian': (40, 160, 40),           # green
-    'traffic_cone': (190, 240, 0),         # chartreuse
-    'barrier': (235, 235, 235),            # white (with dark stripes on the long sides)
+    'car': (220, 20, 20),                  # red, hue 0
+    'truck': (20, 60, 230),                # blue, hue 230
+    'trailer': (140, 40, 220),             # violet, hue 273
+    'bus': (250, 210, 0),                  # yellow, hue 50
+    'construction_vehicle': (255, 120, 0),  # orange, hue 28
+    'bicycle': (0, 200, 200),              # cyan, hue 180
+    'motorcycle': (230, 0, 200),           # magenta, hue 308
+    'pedestrian': (20, 180, 20),           # green, hue 120
+    'traffic_cone': (140, 240, 0),         # chartreuse, hue 85
+    'barrier': (235, 235, 235),            # white (with dark stripes on the long faces)
 }
 # LiDAR intensity (0..255) per class surface.
 CLASS_INTENSITY = {

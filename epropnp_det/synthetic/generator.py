@@ -10,7 +10,7 @@ Layout written::
 
     DIR/v1.0-mini/{category,attribute,visibility,instance,sensor,calibrated_sensor,ego_pose,log,scene,sample,
                    sample_data,sample_annotation,map}.json
-    DIR/samples/CAM_*/<log>__CAM_*__<timestamp>.jpg          (RGB JPEG, quality 90)
+    DIR/samples/CAM_*/<log>__CAM_*__<timestamp>.jpg          (RGB JPEG, quality 90, 4:4:4)
     DIR/samples/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin   (float32 x 5: x, y, z, intensity, ring)
     DIR/sweeps/{CAM_*,LIDAR_TOP}/                               (empty: keyframes only)
     DIR/maps/<token>.png                                        (small placeholder semantic prior)
@@ -208,7 +208,8 @@ def _render_sample(args) -> dict:
         visible += vis
         per_cam_visible[cam.name] = vis.tolist()
         path = osp.join(cfg.out_dir, sensor_filename(setup, cam.name, k))
-        Image.fromarray(img).save(path, quality=cfg.jpeg_quality)
+        # 4:4:4 chroma: small objects keep their class hue.
+        Image.fromarray(img).save(path, quality=cfg.jpeg_quality, subsampling=0)
         nbytes += osp.getsize(path)
     frac = np.where(footprint > 0, visible / np.maximum(footprint, 1), 0.0)
     return dict(scene_idx=scene_idx, k=k, ids=ids.tolist(), visibility=frac.tolist(),

@@ -168,7 +168,9 @@ class SceneWorld:
             obj_id=-1, cls=cls, wlh=np.array([lhw[2], lhw[0], lhw[1]]),
             lateral=strip.lateral + (rng.uniform(-slack, slack) if strip.kind != 'lane' else 0.0),
             s0=float(s_center), ds_dt=float(strip.direction * strip.speed), yaw_rel=float(yaw_rel),
-            attribute=_attribute(cls, strip.kind, moving), color_gain=rng.uniform(0.85, 1.15, size=3),
+            attribute=_attribute(cls, strip.kind, moving),
+            # Mostly a brightness change: the hue must stay close to the class colour (learnable class).
+            color_gain=rng.uniform(0.85, 1.15) * rng.uniform(0.96, 1.04, size=3),
             strip=strip.name, ext_long=float(ext_long))
 
     def _fill_strip(self, rng: np.random.Generator, strip: Strip):
