@@ -1,0 +1,4 @@
+"""Training-loop components (optim wrapper, hooks); importing registers them in mmdet3d's registries."""
+from .optim_wrapper import EProPnPOptimWrapper, nan_safe_clip_grad_norm_
+
+__all__ = ['EProPnPOptimWrapper', 'nan_safe_clip_grad_norm_']
