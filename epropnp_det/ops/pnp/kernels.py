@@ -79,17 +79,25 @@ def folded_matrix(pose: Tensor, K: Tensor, with_deriv: bool) -> Tensor:
     return torch.cat([rows, last], dim=-1)
 
 
-def apply_folded(mat: Tensor, xh: Tensor) -> Tensor:
-    """mat (*L, N, R, 4) @ xh (*Lx, N, 4, n) -> (*, N, R, n).
+def apply_folded(mat: Tensor, xh: Tensor, rows: Optional[int] = None) -> Tensor:
+    """mat (*L, N, R, 4) applied to xh (*Lx, N, 4, n) -> (*, N, R, n) (first ``rows`` rows only if given).
 
     When the points have no leading dims but the poses do (Monte-Carlo samples, RSLM proposals on the full set),
-    all poses of an object go into one (L·R, 4) @ (4, n) product (much faster than tiny batched matmuls)."""
+    all poses of an object go into one (L·R, 4) @ (4, n) product. Otherwise (e.g. RSLM subsets: 10⁵ tiny
+    problems) batched tiny matmuls are slow, so the rows are accumulated element-wise."""
+    R = mat.shape[-2] if rows is None else rows
     if xh.dim() == 3 and mat.dim() > 4:
-        lead, (N, R) = mat.shape[:-3], mat.shape[-3:-1]
-        m2 = mat.reshape(-1, N, R, 4).transpose(0, 1).reshape(N, -1, 4)
+        lead, N = mat.shape[:-3], mat.shape[-3]
+        m2 = mat[..., :R, :].reshape(-1, N, R, 4).transpose(0, 1).reshape(N, -1, 4)
         out = torch.bmm(m2, xh)  # (N, L*R, n)
         return out.reshape(N, -1, R, xh.shape[-1]).transpose(0, 1).reshape(*lead, N, R, xh.shape[-1])
-    return torch.matmul(mat, xh)
+    if xh.shape[-1] >= 128:
+        return torch.matmul(mat[..., :R, :], xh)
+    x, y, z = xh[..., 0, None, :], xh[..., 1, None, :], xh[..., 2, None, :]
+    mat = mat[..., :R, :, None]
+    out = torch.addcmul(mat[..., 3, :], mat[..., 0, :], x)
+    out = torch.addcmul(out, mat[..., 1, :], y)
+    return torch.addcmul(out, mat[..., 2, :], z)
 
 
 class _Proj(NamedTuple):
@@ -129,6 +137,26 @@ def cost_prepared(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Ten
     return (m * (s - 0.5 * m)).sum(dim=-1)
 
 
+def _moments(c: Tensor, q: Tensor, feats) -> Tuple[Tensor, Tensor]:
+    """Weighted moments of features ``φ = [1, *feats]`` over points: ``S = Σ c φφᵀ`` (*, F, F), ``G = Σ q φ``.
+
+    Only the unique products are formed (element-wise, then one reduction): tiny batched matmuls are slower."""
+    F = len(feats) + 1
+    cf = [c] + [c * f for f in feats]
+    prods = cf + [cf[i + 1] * feats[j] for i in range(F - 1) for j in range(i, F - 1)] + [q] + [q * f for f in feats]
+    sums = list(torch.stack(prods, dim=-2).sum(dim=-1).unbind(-1))
+    S = [[None] * F for _ in range(F)]
+    for i in range(F):
+        S[0][i] = S[i][0] = sums[i]
+    k = F
+    for i in range(1, F):
+        for j in range(i, F):
+            S[i][j] = S[j][i] = sums[k]
+            k += 1
+    S = torch.stack([torch.stack(row, dim=-1) for row in S], dim=-2)
+    return S, torch.stack(sums[k:], dim=-1)
+
+
 def normal_equations_prepared(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor,
                               clip_jac: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
     """``J̃ᵀJ̃`` (*, N, T, T), ``J̃ᵀr̃`` (*, N, T) and cost (*, N) at poses (*, N, D)."""
@@ -153,12 +181,9 @@ def normal_equations_prepared(prep: Prepared, pose: Tensor, camera: CameraParams
     e_u, e_v = K[..., 0, 2:3] - p.u, K[..., 1, 2:3] - p.v
     y_u = [torch.addcmul(h[..., 3 + 3 * k, :], p.u, g_z[k], value=-1) for k in range(r)]
     y_v = [torch.addcmul(h[..., 4 + 3 * k, :], p.v, g_z[k], value=-1) for k in range(r)]
-    ones = torch.ones_like(e_u)
-    phi = torch.stack([torch.stack([ones, e_u, *y_u], dim=-2), torch.stack([ones, e_v, *y_v], dim=-2)], dim=-3)
-    c = torch.stack([cu, cv], dim=-2).unsqueeze(-2)  # (*, N, 2, 1, n)
-    q = torch.stack([qu, qv], dim=-2).unsqueeze(-1)  # (*, N, 2, n, 1)
-    S = (phi * c) @ phi.transpose(-1, -2)  # (*, N, 2, F, F)
-    G = (phi @ q).squeeze(-1)  # (*, N, 2, F)
+    S_u, G_u = _moments(cu, qu, [e_u, *y_u])
+    S_v, G_v = _moments(cv, qv, [e_v, *y_v])
+    S, G = torch.stack([S_u, S_v], dim=-3), torch.stack([G_u, G_v], dim=-2)
     # put the constant translation columns back: Ĵ_c = [k_c0 φ0, k_c1 φ0, φ1, φ2, ...]
     kc = K[..., :2, :2]  # (N, 2 axes, 2)
     tl = (S[..., 0, 0, None, None] * kc.unsqueeze(-1) * kc.unsqueeze(-2)).sum(dim=-3)  # (*, N, 2, 2)

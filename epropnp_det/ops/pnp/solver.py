@@ -184,17 +184,40 @@ def sample_subsets(probs: Tensor, num_subsets: int, num_points: int,
     cdf = torch.cumsum(probs, dim=-1)
     cdf = cdf / cdf[..., -1:]
     u = torch.rand(N, P * k, dtype=cdf.dtype, device=cdf.device, generator=generator)
-    draws = torch.searchsorted(cdf, u, right=True).clamp(max=n - 1).reshape(N, P, k).transpose(0, 1)
-    srt, order = torch.sort(draws, dim=-1, stable=True)
-    first_sorted = torch.ones_like(srt, dtype=torch.bool)
-    first_sorted[..., 1:] = srt[..., 1:] != srt[..., :-1]
-    is_first = torch.empty_like(first_sorted).scatter_(-1, order, first_sorted)
+    draws = _inverse_cdf(cdf, u).reshape(N, P, k).transpose(0, 1).reshape(P * N, k)
+    # first occurrence of each point among the draws (successive sampling = draw order, repeats rejected)
+    order = torch.arange(k, device=draws.device)
+    small = torch.uint8 if k < 255 else torch.int32
+    first = torch.full((P * N, n), k, dtype=small, device=draws.device)
+    first.scatter_reduce_(-1, draws, order.to(small).expand_as(draws), 'amin')
+    is_first = first.gather(-1, draws) == order
     rank = torch.cumsum(is_first, dim=-1)  # 1-based rank among distinct draws
     slot = torch.where(is_first & (rank <= m), rank - 1, m)
-    idx = draws.new_zeros(P, N, m + 1).scatter_(-1, slot, draws)[..., :m]
-    valid = torch.arange(m, device=draws.device) < rank[..., -1:].clamp(max=m)
+    idx = draws.new_zeros(P * N, m + 1).scatter_(-1, slot, draws)[..., :m]
+    valid = order[:m] < rank[..., -1:].clamp(max=m)
     idx = torch.where(valid, idx, draws[..., :1])
-    return idx, valid
+    return idx.reshape(P, N, m), valid.reshape(P, N, m)
+
+
+def _inverse_cdf(cdf: Tensor, u: Tensor, max_steps: int = 8) -> Tensor:
+    """``searchsorted(cdf, u, right=True)`` per row (cdf (N, n) ending at 1, u (N, S) in [0, 1)) -> (N, S).
+
+    Guide-table method: ``2n`` equal buckets of [0, 1) each store the first candidate index, then at most
+    ``L`` = max candidates per bucket comparison steps finish the search (exact). ``torch.searchsorted`` with
+    unsorted queries is several times slower here; it is used only when some bucket spans more than
+    ``max_steps`` points (very concentrated weights). Finding L costs one host sync per call."""
+    N, n = cdf.shape
+    G = 2 * n
+    grid = (torch.arange(G + 1, dtype=cdf.dtype, device=cdf.device) / G).expand(N, G + 1).contiguous()
+    start = torch.searchsorted(cdf, grid, right=True)
+    steps = int((start[:, 1:] - start[:, :-1]).max())
+    if steps > max_steps:
+        return torch.searchsorted(cdf, u, right=True).clamp(max=n - 1)
+    idx = start.gather(-1, (u * G).long().clamp(max=G - 1))
+    cdf_pad = torch.cat([cdf, torch.full_like(cdf[:, :1], 2.0)], dim=-1)
+    for _ in range(steps):
+        idx += cdf_pad.gather(-1, idx) <= u
+    return idx.clamp(max=n - 1)
 
 
 def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, *, num_points: int = 16,
