@@ -30,6 +30,7 @@ Modelling choices (documented because consumers rely on them):
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -129,8 +130,10 @@ class SceneSetup:
         self.lidar_rot = rot_z(np.deg2rad(LIDAR_YAW_DEG))
         self.lidar_trans = np.asarray(LIDAR_TRANSLATION, dtype=np.float64)
         self.location = LOCATIONS[scene_idx % len(LOCATIONS)]
-        self.logfile = f'n900-2026-01-{scene_idx + 1:02d}-10-00-00+0000-s{cfg.seed}'
         self.t0_us = TIMESTAMP0_US + scene_idx * 3_600_000_000
+        start = datetime.datetime.fromtimestamp(self.t0_us // 1_000_000, tz=datetime.timezone.utc)
+        self.date = start.strftime('%Y-%m-%d')
+        self.logfile = f"n900-{start.strftime('%Y-%m-%d-%H-%M-%S')}+0000-s{cfg.seed}"
         self._renderers = None
 
     def timestamp(self, k: int) -> int:
@@ -246,7 +249,7 @@ def _build_tables(cfg: GeneratorConfig, setups: list, results: dict) -> tuple:
         log_token = token(seed, 'log', nm)
         logs_by_location.setdefault(setup.location, []).append(log_token)
         tables['log'].append(dict(token=log_token, logfile=setup.logfile, vehicle='n900',
-                                  date_captured=f'2026-01-{si + 1:02d}', location=setup.location))
+                                  date_captured=setup.date, location=setup.location))
         sample_tokens = [token(seed, 'sample', nm, k) for k in range(n_samples)]
         tables['scene'].append(dict(
             token=token(seed, 'scene', nm), log_token=log_token, nbr_samples=n_samples,

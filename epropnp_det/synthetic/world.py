@@ -19,8 +19,8 @@ from .geometry import Road, wrap_angle
 
 LANE_WIDTH = 3.5
 EGO_LATERAL = -1.75
-KERB_L = 11.5          # |l| of the kerb line (road surface inside)
-SIDEWALK_L = (12.2, 17.2)
+KERB_L = 11.9          # |l| of the kerb line (road surface inside)
+SIDEWALK_L = (12.6, 17.6)
 
 
 @dataclass
@@ -122,21 +122,21 @@ class SceneWorld:
                                     (30.0, 110.0), 'travel', 'lane', ego_lane=ego_lane))
             strips.append(Strip(f'bike{tag}', side * 7.75, 1.5, direction, float(rng.uniform(3.0, 6.0)),
                                 {'bicycle': 0.6, 'motorcycle': 0.4}, (60.0, 200.0), 'travel', 'bike'))
-            strips.append(Strip(f'parking{tag}', side * 10.0, 3.0, direction, 0.0,
+            strips.append(Strip(f'parking{tag}', side * 10.2, 3.4, direction, 0.0,
                                 {'car': 0.6, 'truck': 0.13, 'trailer': 0.07, 'motorcycle': 0.1, 'bus': 0.04,
                                  'construction_vehicle': 0.03, 'bicycle': 0.03},
                                 (8.0, 60.0), 'travel', 'parking'))
-            strips.append(Strip(f'kerb{tag}', side * 11.85, 0.7, direction, 0.0,
+            strips.append(Strip(f'kerb{tag}', side * 12.25, 0.7, direction, 0.0,
                                 {'traffic_cone': 0.45, 'barrier': 0.35, 'bicycle': 0.2}, (35.0, 110.0), 'mixed',
                                 'kerb'))
-            for k, lat in enumerate((12.9, 14.3, 15.7)):
+            for k, lat in enumerate((13.3, 14.7, 16.1)):
                 walking = rng.random() < 0.6
                 strips.append(Strip(f'walk{tag}{k}', side * lat, 1.3, int(rng.choice([-1, 1])),
                                     float(rng.uniform(0.8, 1.6)) if walking else 0.0, {'pedestrian': 1.0},
                                     (40.0, 140.0), 'travel' if walking else 'perp', 'sidewalk'))
             s_site = rng.uniform(*self.s_range)
             active = (s_site - 20.0, s_site + 20.0) if rng.random() < 0.6 else (0.0, -1.0)
-            strips.append(Strip(f'site{tag}', side * 21.0, 4.0, direction, 0.0,
+            strips.append(Strip(f'site{tag}', side * 21.5, 4.0, direction, 0.0,
                                 {'construction_vehicle': 0.45, 'trailer': 0.2, 'truck': 0.15, 'barrier': 0.1,
                                  'traffic_cone': 0.1}, (2.0, 10.0), 'mixed', 'construction', active=active))
         return strips
