@@ -1,0 +1,1 @@
+"""Tests of the torch-only operators (epropnp_det.ops)."""
