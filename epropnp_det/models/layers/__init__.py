@@ -1,8 +1,9 @@
 from .deform_sampler import EProPnPDeformableAttentionSampler, SamplerOutput
+from .dense_branch import EProPnPDenseBranch, padding_mask
 from .object_branches import EProPnPObjectBranches, ObjectBranchOutput
 from .point_subnet import EProPnPPointSubnet, GroupLinear, PointSubnetOutput, fibonacci_sphere
 from .positional_encoding import EProPnPSinePositionalEncoding
 
-__all__ = ['EProPnPSinePositionalEncoding', 'EProPnPDeformableAttentionSampler', 'SamplerOutput',
+__all__ = ['EProPnPDenseBranch', 'padding_mask', 'EProPnPSinePositionalEncoding', 'EProPnPDeformableAttentionSampler', 'SamplerOutput',
            'EProPnPPointSubnet', 'GroupLinear', 'PointSubnetOutput', 'fibonacci_sphere', 'EProPnPObjectBranches',
            'ObjectBranchOutput']
