@@ -4,6 +4,6 @@ from .object_branches import EProPnPObjectBranches, ObjectBranchOutput
 from .point_subnet import EProPnPPointSubnet, GroupLinear, PointSubnetOutput, fibonacci_sphere
 from .positional_encoding import EProPnPSinePositionalEncoding
 
-__all__ = ['EProPnPDenseBranch', 'padding_mask', 'EProPnPSinePositionalEncoding', 'EProPnPDeformableAttentionSampler', 'SamplerOutput',
-           'EProPnPPointSubnet', 'GroupLinear', 'PointSubnetOutput', 'fibonacci_sphere', 'EProPnPObjectBranches',
-           'ObjectBranchOutput']
+__all__ = ['EProPnPDenseBranch', 'padding_mask', 'EProPnPSinePositionalEncoding',
+           'EProPnPDeformableAttentionSampler', 'SamplerOutput', 'EProPnPPointSubnet', 'GroupLinear',
+           'PointSubnetOutput', 'fibonacci_sphere', 'EProPnPObjectBranches', 'ObjectBranchOutput']
