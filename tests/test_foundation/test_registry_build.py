@@ -22,7 +22,9 @@ def _optim_wrapper_builder(registry, name):
 
 
 # name -> extra kwargs (dict) or builder callable. Keep entries minimal.
-MINIMAL_CFGS = {}
+MINIMAL_CFGS = {
+    'EProPnPOptimWrapper': _optim_wrapper_builder,
+}
 
 
 def import_all_subpackages():
