@@ -3,8 +3,16 @@ import math
 
 import torch
 
-from epropnp_det.ops.pnp.rotation import (quaternion_retract, quaternion_tangent_matrix, quaternion_to_rot_mat,
-                                          random_quaternion, rot_mat_to_yaw, skew, wrap_angle, yaw_to_rot_mat)
+from epropnp_det.ops.pnp.rotation import (
+    quaternion_retract,
+    quaternion_tangent_matrix,
+    quaternion_to_rot_mat,
+    random_quaternion,
+    rot_mat_to_yaw,
+    skew,
+    wrap_angle,
+    yaw_to_rot_mat,
+)
 
 D64 = torch.float64
 

@@ -41,7 +41,7 @@ def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: float = 0.5) 
         give δ = 0 (fewer than 2 points, coincident points, all-zero weights), never NaN.
     """
     n = x2d.shape[-2]
-    if n < 2:
+    if n < 2 or x2d.numel() == 0:
         std = x2d.new_zeros(x2d.shape[:-2])
     else:
         var = x2d.var(dim=-2, correction=1).sum(dim=-1)

@@ -20,7 +20,7 @@ __all__ = ['spd_solve', 'spd_inverse']
 
 
 def _default_floor(dtype: torch.dtype) -> float:
-    return 1e-12 if dtype == torch.float64 else 1e-6
+    return 1e-15 if dtype == torch.float64 else 1e-6
 
 
 def _ldl_solve(A: Tensor, B: Tensor, pivot_floor: Optional[float]) -> Tensor:
@@ -62,7 +62,7 @@ def _ldl_solve(A: Tensor, B: Tensor, pivot_floor: Optional[float]) -> Tensor:
 def spd_solve(A: Tensor, b: Tensor, pivot_floor: Optional[float] = None) -> Tensor:
     """Solve ``A x = b`` for symmetric positive (semi-)definite ``A`` (*, D, D) and ``b`` (*, D) -> x (*, D).
 
-    ``pivot_floor`` (default 1e-12 in float64, 1e-6 otherwise) bounds the Jacobi-scaled LDLᵀ pivots from below.
+    ``pivot_floor`` (default 1e-15 in float64, 1e-6 otherwise) bounds the Jacobi-scaled LDLᵀ pivots from below.
     """
     A, b = torch.broadcast_tensors(A, b.unsqueeze(-1).expand(*b.shape, A.shape[-1]))
     return _ldl_solve(A, b[..., :1], pivot_floor).squeeze(-1)
