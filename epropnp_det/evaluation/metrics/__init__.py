@@ -1,0 +1,3 @@
+from .nus_multicam_metric import ATTRIBUTES, CLS2ATTR, EProPnPNuScenesMetric, bev_nms_global, restricted_attribute
+
+__all__ = ['EProPnPNuScenesMetric', 'bev_nms_global', 'restricted_attribute', 'CLS2ATTR', 'ATTRIBUTES']

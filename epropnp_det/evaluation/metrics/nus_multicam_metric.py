@@ -1,0 +1,220 @@
+"""``EProPnPNuScenesMetric``: EPro-PnP's nuScenes evaluation and submission (spec §7) on mmdet3d's
+``NuScenesMetric`` (devkit scoring and metric keys reused; camera formatting replaced).
+
+Per sample (6 camera items ``sample_idx = 6·frame + cam`` in the info's ``images`` order; results are grouped by
+``sample_idx``, so their order and the number of processes do not matter):
+
+1. every camera's predictions → nuScenes boxes in the camera's ego frame (``cam2ego``); boxes beyond the class
+   range of the eval config (ego xy distance) are dropped;
+2. → global with the exact camera-time pose ``ego2global @ lidar2ego @ inv(lidar2cam)`` (the stock metric uses the
+   LiDAR-time ego pose);
+3. cross-camera BEV NMS per class in the global frame: rotated footprints ``(x, y, l, w, heading)`` (mmcv
+   ``nms_rotated``, whose default angle sense is the counter-clockwise heading — unit-tested against shapely),
+   suppress IoU > ``nms_thr`` (0.25), highest score first; a lone box is kept (fixes spec §13.1);
+4. at most ``max_per_sample`` (500) boxes, highest scores;
+5. attribute restricted to the class (spec §4.2 CLS2ATTR): ``attr_scores`` (n, 9) → argmax over the class's set, or
+   ``attr_labels`` (n,) → kept if in the set, else the class default (mmdet3d's defaults).
+
+Output ``<jsonfile_prefix>/results_nusc.json`` (spec §7.5) with ``meta`` = the five modality keys (``use_camera``
+True, the rest False by default), one entry (possibly empty) for every sample of the ann file. Then the devkit's
+``DetectionEval`` on 'mini_val' / 'val' (``v1.0-test`` is format-only). CPU only; no ``.cuda()``.
+
+Prediction contract (``data_sample.pred_instances_3d``; see docs/data_contract.md):
+``bboxes_3d``: mmdet3d ``CameraInstance3DBoxes`` (box_dim 7 or 9, bottom centre, ``[x,y,z,l,h,w,yaw(,vx,vz)]``)
+**or** a (n, 7|9) tensor in the model convention ``[l,h,w,x,y,z,yaw(,vx,vz)]`` (geometric centre), original
+camera frame of that image; optional ``velocities`` (n, 2) ``[vx, vz]`` (overrides box columns 7:9);
+``scores_3d`` (n,); ``labels_3d`` (n,) in 0..9; ``attr_scores`` (n, 9) or ``attr_labels`` (n,) (optional → 'None').
+"""
+import os.path as osp
+import tempfile
+import warnings
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence
+
+import mmengine
+import numpy as np
+import torch
+from mmdet3d.evaluation.metrics import NuScenesMetric
+from mmdet3d.registry import METRICS
+from mmdet3d.structures import CameraInstance3DBoxes
+from mmengine.fileio import load
+from mmengine.logging import MMLogger
+
+from epropnp_det.structures.boxes import cam2global_matrix, cam_boxes_to_model, model_boxes_to_frame
+
+ATTRIBUTES = ('cycle.with_rider', 'cycle.without_rider', 'pedestrian.moving', 'pedestrian.standing',
+              'pedestrian.sitting_lying_down', 'vehicle.moving', 'vehicle.parked', 'vehicle.stopped', 'None')
+_VEHICLE, _CYCLE, _PED = (5, 6, 7), (0, 1), (2, 3, 4)
+#: allowed attribute indices per class (spec §4.2); empty = no attribute ('' in the JSON)
+CLS2ATTR = dict(car=_VEHICLE, truck=_VEHICLE, trailer=_VEHICLE, bus=_VEHICLE, construction_vehicle=_VEHICLE,
+                bicycle=_CYCLE, motorcycle=_CYCLE, pedestrian=_PED, traffic_cone=(), barrier=())
+#: attribute used when a given attr label is outside the class's set (mmdet3d's DefaultAttribute)
+DEFAULT_ATTR = dict(car=6, truck=6, trailer=6, bus=5, construction_vehicle=6, bicycle=1, motorcycle=1,
+                    pedestrian=2, traffic_cone=None, barrier=None)
+DEFAULT_MODALITY = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False, use_external=False)
+NUM_CAMS = 6
+
+
+def restricted_attribute(label_name: str, attr_label: Optional[int] = None, attr_scores=None) -> str:
+    """Attribute name of one box restricted to its class (see module docstring)."""
+    allowed = CLS2ATTR.get(label_name, ())
+    if not allowed:
+        return ''
+    if attr_scores is not None:
+        scores = np.asarray(attr_scores, dtype=np.float64)
+        return ATTRIBUTES[allowed[int(np.argmax(scores[list(allowed)]))]]
+    if attr_label is not None and int(attr_label) in allowed:
+        return ATTRIBUTES[int(attr_label)]
+    return ATTRIBUTES[DEFAULT_ATTR[label_name]]
+
+
+def bev_nms_global(center: np.ndarray, lw: np.ndarray, heading: np.ndarray, scores: np.ndarray,
+                   labels: np.ndarray, iou_thr: float) -> np.ndarray:
+    """Per-class rotated BEV NMS. center (n, 2) xy, lw (n, 2) footprint length (along heading) and width,
+    heading (n,) radians counter-clockwise from +x; returns kept indices sorted by descending score."""
+    from mmcv.ops import nms_rotated
+    if len(scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    dets = torch.from_numpy(np.concatenate([center, lw, heading[:, None]], 1)).float()
+    _, keep = nms_rotated(dets, torch.from_numpy(scores).float(), iou_thr,
+                          labels=torch.from_numpy(labels).long(), clockwise=True)
+    keep = keep.numpy()
+    return keep[np.argsort(-scores[keep], kind='stable')]
+
+
+@METRICS.register_module()
+class EProPnPNuScenesMetric(NuScenesMetric):
+    """See module docstring. Extra args: ``nms_thr=0.25``, ``max_per_sample=500``."""
+
+    def __init__(self, data_root: str = '', ann_file: str = '', metric='bbox', modality: Optional[dict] = None,
+                 prefix: Optional[str] = None, format_only: bool = False, jsonfile_prefix: Optional[str] = None,
+                 eval_version: str = 'detection_cvpr_2019', collect_device: str = 'cpu',
+                 backend_args: Optional[dict] = None, nms_thr: float = 0.25, max_per_sample: int = 500) -> None:
+        modality = dict(DEFAULT_MODALITY, **(modality or {}))
+        super().__init__(data_root=data_root, ann_file=ann_file, metric=metric, modality=modality, prefix=prefix,
+                         format_only=format_only, jsonfile_prefix=jsonfile_prefix, eval_version=eval_version,
+                         collect_device=collect_device, backend_args=backend_args)
+        self.nms_thr = nms_thr
+        self.max_per_sample = max_per_sample
+
+    # ------------------------------------------------------------------------------------------------ collection
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        for ds in data_samples:
+            if 'pred_instances_3d' not in ds:
+                raise KeyError('EProPnPNuScenesMetric: data sample without pred_instances_3d')
+            pred = ds['pred_instances_3d']
+            out = {}
+            for key in ('bboxes_3d', 'scores_3d', 'labels_3d', 'attr_labels', 'attr_scores', 'velocities'):
+                if key in pred:
+                    val = pred[key]
+                    out[key] = val.to('cpu') if hasattr(val, 'to') else val
+            self.results.append(dict(pred_instances_3d=out, sample_idx=int(ds['sample_idx'])))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        logger = MMLogger.get_current_instance()
+        classes = self.dataset_meta['classes']
+        self.version = self.dataset_meta['version']
+        self.data_infos = load(self.ann_file, backend_args=self.backend_args)['data_list']
+        tmp_dir = None
+        prefix = self.jsonfile_prefix
+        if prefix is None:
+            tmp_dir = tempfile.TemporaryDirectory()
+            prefix = osp.join(tmp_dir.name, 'results')
+        res_path = self.format_results(results, classes, prefix)
+        if self.format_only:
+            logger.info(f'results are saved in {res_path}')
+            return {}
+        if self.version not in ('v1.0-mini', 'v1.0-trainval'):
+            raise ValueError(f'{self.version} has no public annotations: use format_only=True')
+        metric_dict = self._evaluate_single(res_path, classes=classes, result_name='pred_instances_3d')
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+        return metric_dict
+
+    # ------------------------------------------------------------------------------------------------ formatting
+    @staticmethod
+    def _pred_to_model(pred: dict):
+        boxes = pred['bboxes_3d']
+        if isinstance(boxes, CameraInstance3DBoxes):
+            b, velo = cam_boxes_to_model(boxes)
+        elif isinstance(boxes, torch.Tensor) and boxes.dim() == 2 and boxes.shape[1] in (7, 9):
+            b, velo = boxes[:, :7], (boxes[:, 7:9] if boxes.shape[1] == 9 else None)
+        else:
+            raise TypeError(f'pred_instances_3d.bboxes_3d must be CameraInstance3DBoxes or a (n, 7|9) tensor, got '
+                            f'{type(boxes).__name__} {getattr(boxes, "shape", "")}')
+        if 'velocities' in pred:
+            velo = pred['velocities']
+        b = b.double()
+        velo = torch.zeros(len(b), 2, dtype=torch.float64) if velo is None else velo.double()
+        velo = torch.where(torch.isfinite(velo), velo, torch.zeros_like(velo))
+        return b, velo
+
+    def sample_to_global(self, info: dict, cam_results: Dict[int, dict], classes: Sequence[str]) -> List[dict]:
+        """All camera predictions of one sample → fused, NMS-ed list of nuScenes JSON boxes."""
+        cams = list(info['images'].keys())
+        ranges = self.eval_detection_configs.class_range
+        parts = defaultdict(list)
+        for cam_id, pred in sorted(cam_results.items()):
+            if len(pred['scores_3d']) == 0:
+                continue
+            img = info['images'][cams[cam_id]]
+            boxes, velo = self._pred_to_model(pred)
+            labels = pred['labels_3d'].long().numpy()
+            scores = pred['scores_3d'].double().numpy()
+            ego = model_boxes_to_frame(boxes, torch.as_tensor(np.asarray(img['cam2ego'], np.float64)))
+            dist = ego['center'][:, :2].norm(dim=1).numpy()
+            in_range = dist <= np.array([ranges[classes[label]] for label in labels])
+            c2g = cam2global_matrix(img['lidar2cam'], info['lidar_points']['lidar2ego'], info['ego2global'])
+            glob = model_boxes_to_frame(boxes, c2g, velo)
+            attr_scores = pred.get('attr_scores')
+            attr_labels = pred.get('attr_labels')
+            for i in np.nonzero(in_range)[0]:
+                name = classes[labels[i]]
+                attr = restricted_attribute(
+                    name, None if attr_labels is None else int(attr_labels[i]),
+                    None if attr_scores is None else attr_scores[i].numpy())
+                parts['center'].append(glob['center'][i].numpy())
+                parts['wlh'].append(glob['wlh'][i].numpy())
+                parts['quat'].append(glob['quat'][i].numpy())
+                parts['yaw'].append(float(glob['yaw'][i]))
+                parts['velocity'].append(glob['velocity'][i, :2].numpy())
+                parts['label'].append(labels[i])
+                parts['score'].append(scores[i])
+                parts['attr'].append(attr)
+        if not parts:
+            return []
+        center = np.stack(parts['center'])
+        wlh = np.stack(parts['wlh'])
+        score = np.array(parts['score'])
+        label = np.array(parts['label'])
+        keep = bev_nms_global(center[:, :2], wlh[:, [1, 0]], np.array(parts['yaw']), score, label, self.nms_thr)
+        keep = keep[:self.max_per_sample]
+        annos = []
+        for i in keep:
+            annos.append(dict(sample_token=info['token'], translation=center[i].tolist(), size=wlh[i].tolist(),
+                              rotation=parts['quat'][i].tolist(), velocity=parts['velocity'][i].tolist(),
+                              detection_name=classes[label[i]], detection_score=float(score[i]),
+                              attribute_name=parts['attr'][i]))
+        return annos
+
+    def format_results(self, results: List[dict], classes: Optional[List[str]] = None,
+                       jsonfile_prefix: Optional[str] = None) -> str:
+        """Write ``<jsonfile_prefix>/results_nusc.json``; return its path."""
+        by_frame = defaultdict(dict)
+        for res in results:
+            frame, cam = divmod(res['sample_idx'], NUM_CAMS)
+            if frame >= len(self.data_infos):
+                raise IndexError(f"sample_idx {res['sample_idx']} beyond the {len(self.data_infos)} samples of "
+                                 f'{self.ann_file}')
+            by_frame[frame][cam] = res['pred_instances_3d']
+        missing = [f for f in range(len(self.data_infos)) if len(by_frame.get(f, {})) < NUM_CAMS]
+        if missing:
+            warnings.warn(f'{len(missing)} of {len(self.data_infos)} samples lack some camera results; they are '
+                          f'submitted with what is there (devkit counts their objects as missed)')
+        nusc_annos = {}
+        for frame, info in enumerate(mmengine.track_iter_progress(self.data_infos)):
+            nusc_annos[info['token']] = self.sample_to_global(info, by_frame.get(frame, {}), classes)
+        mmengine.mkdir_or_exist(jsonfile_prefix)
+        res_path = osp.join(jsonfile_prefix, 'results_nusc.json')
+        mmengine.dump(dict(meta=self.modality, results=nusc_annos), res_path)
+        return res_path
