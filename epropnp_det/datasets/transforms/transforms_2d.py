@@ -132,12 +132,15 @@ class EProPnPCrop(BaseTransform):
 @TRANSFORMS.register_module()
 class EProPnPResize(BaseTransform):
     """Resize the image to ``scale=(W, H)`` (``keep_ratio=True``: largest size fitting in it, mmcv rescale rule)
-    or by ``scale_factor``; scales 2D boxes and ``img_transform ← diag(sx, sy, 1) · img_transform`` with the exact
+    or by ``scale_factor`` (default: neither → factor 1, a no-op); scales 2D boxes and
+    ``img_transform ← diag(sx, sy, 1) · img_transform`` with the exact
     ratios ``sx = W_new / W_old`` (continuous coordinates, pixel edges map exactly). A no-op at the target size."""
 
     def __init__(self, scale=None, scale_factor=None, keep_ratio: bool = True, interpolation: str = 'bilinear'):
-        if (scale is None) == (scale_factor is None):
-            raise ValueError('give exactly one of scale=(W, H) or scale_factor')
+        if scale is not None and scale_factor is not None:
+            raise ValueError('give only one of scale=(W, H) or scale_factor')
+        if scale is None and scale_factor is None:
+            scale_factor = 1.0
         self.scale, self.scale_factor, self.keep_ratio, self.interpolation = scale, scale_factor, keep_ratio, \
             interpolation
 
