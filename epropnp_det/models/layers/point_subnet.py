@@ -124,6 +124,10 @@ class EProPnPPointSubnet(BaseModule):
             mask: (N, Hh, 1, P) sample validity.
             flip: (N,) bool, whether the object's image was horizontally flipped.
         """
+        num_obj = values.shape[0]
+        if num_obj == 0:  # keep every parameter in the graph (DDP) with one dummy object, sliced away below
+            values, x2d, query, mask = (t.new_zeros((1,) + tuple(t.shape[1:])) for t in (values, x2d, query, mask))
+            flip = flip.new_zeros(1)
         N, Hh, d, P = values.shape
         n = Hh * P
         x2d_pts = x2d.transpose(-1, -2).reshape(N, n, 2)
@@ -132,9 +136,7 @@ class EProPnPPointSubnet(BaseModule):
         pos_in = x2d_pts.detach() if self.detach_pos_x2d else x2d_pts
         pos = self.pos_proj(self.normalise_x2d(pos_in * sign))  # (N, n, d)
         feats = (values.transpose(-1, -2) + self.query_scale(query)).reshape(N, n, d)
-        if N == 0:  # keep every parameter in the graph (DDP) with one dummy object, sliced away below
-            feats, pos = feats.new_zeros(1, n, d), pos.new_zeros(1, n, d)
-        feats = self.layer(feats, query_pos=pos, key_pos=pos)[:N]
+        feats = self.layer(feats, query_pos=pos, key_pos=pos)
         # regroup point-major so that each head's GroupLinear sees its own channels
         feats = feats.reshape(-1, Hh, P, d).transpose(1, 2).reshape(-1, P, Hh * d)
         out = self.corr_reg(feats).reshape(-1, P, Hh, 5).transpose(1, 2).reshape(-1, n, 5)
@@ -143,4 +145,4 @@ class EProPnPPointSubnet(BaseModule):
         noc = out[..., :3] * noc_sign
         logits = out[..., 3:]
         w2d = logits.softmax(dim=1) * mask.reshape(N, n, 1)
-        return PointSubnetOutput(noc, w2d, x2d_pts, logits)
+        return PointSubnetOutput(noc[:num_obj], w2d[:num_obj], x2d_pts[:num_obj], logits[:num_obj])

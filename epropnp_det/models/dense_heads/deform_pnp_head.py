@@ -1,0 +1,360 @@
+"""EPro-PnP-Det head: FCOS queries → deformable sampler → point subnet → EPro-PnP (spec §3, §5, §6).
+
+This class is glue: every idea lives in its own module (``layers/``, ``task_modules/``, ``utils/``,
+``ops/pnp``). Conventions: boxes ``[l, h, w, x, y, z, yaw]`` (geometric centre, original camera frame), poses
+``[x, y, z, yaw]``; 2D quantities of the network input are augmented continuous pixels; x2d handed to the PnP
+layer are original-image K-projection coordinates (``pixel_convention`` 'v1': integer pixel centres, 'v2':
+continuous); ``img_transform`` (metainfo, 3×3) maps original → augmented continuous pixels.
+
+Training (``loss``): volume-centre targets (invalid objects dropped *and counted*, logged as
+``num_dropped_centers``), FCOS targets + losses, importance-weighted object sampling, sub-heads on the sampled
+gt labels, Monte-Carlo pose loss (gt-initialised solve; divided by the running ``norm_factor`` of the predicted
+weight scales, all-reduced), dims / 3D score / derivative regularisation / velocity / attribute losses with the
+spec's weights (§5.8). Inference (``predict``): candidate selection, Gauss–Newton PnP in fast mode, projected 2D
+boxes, 2D NMS, rotated BEV NMS, ``pred_instances_3d`` with ``CameraInstance3DBoxes`` (box_dim 9) as mmdet3d's
+metric expects; the pose covariance (and optionally Monte-Carlo pose samples) are attached per detection.
+"""
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmcv.ops import batched_nms
+from mmdet.utils import reduce_mean
+from mmdet3d.registry import MODELS, TASK_UTILS
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from epropnp_det.ops.pnp.cost import adaptive_huber_delta
+from epropnp_det.ops.pnp.epropnp import EProPnP4DoF
+from epropnp_det.ops.pnp.regularization import derivative_regularization
+from epropnp_det.ops.pnp.types import CameraParams
+
+from ..utils import bev_nms, project_boxes_2d
+
+__all__ = ['EProPnPDeformPnPHead', 'NUSCENES_CLS_ATTRS']
+
+# allowed attribute indices per nuScenes class (spec §4.2 CLS2ATTR); 8 = 'None'
+NUSCENES_CLS_ATTRS = ((5, 6, 7),) * 5 + ((0, 1),) * 2 + ((2, 3, 4),) + ((8,),) * 2
+
+
+def _as_tensor(x, ref: Tensor) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=ref.dtype, device=ref.device)
+
+
+@MODELS.register_module()
+class EProPnPDeformPnPHead(BaseModule):
+    """Monocular 3D detection head of EPro-PnP-Det.
+
+    Args:
+        num_classes, in_channels, strides: classes, FPN channels and strides of *all* FPN outputs.
+        output_stride: stride ``s`` of the key / value maps.
+        dense_lvl_range / det_lvl_range: ``[start, end)`` FPN level ranges of the dense branch / the FCOS head.
+        embed_dims, num_heads, num_points: sampler sizes (C, Hh, P).
+        pixel_convention: 'v1' or 'v2' meaning of K-projections (see module docstring).
+        use_cls_emb: add a learned per-class embedding (zero init) to the query embedding.
+        fcos_head, dense_branch, sampler, point_subnet, object_branches: sub-module configs (the shared sizes
+            above are filled in).
+        center_target, object_sampler: ``TASK_UTILS`` configs.
+        pnp: kwargs of :class:`~epropnp_det.ops.pnp.epropnp.EProPnP4DoF` (``mc_samples``, ``num_iter``,
+            ``solver_cfg``...).
+        loss_pose: ``dict(loss_weight, momentum)`` of the Monte-Carlo pose loss and its norm-factor EMA.
+        loss_dim, loss_score, loss_velo, loss_attr: mmdet loss configs; loss_reg_pos / loss_reg_orient:
+            ``dict(loss_weight, beta)`` of the derivative regularisation (None disables it).
+        train_cfg: ``dict(num_obj_samples_per_img)`` overrides; test_cfg: ``score_thr, max_per_img,
+            nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs``.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 256,
+                 strides: Sequence[int] = (4, 8, 16, 32, 64, 128), output_stride: int = 4,
+                 dense_lvl_range: Sequence[int] = (0, 4), det_lvl_range: Sequence[int] = (1, 6),
+                 embed_dims: int = 256, num_heads: int = 8, num_points: int = 32, pixel_convention: str = 'v1',
+                 use_cls_emb: bool = False, fcos_head: dict = dict(), dense_branch: dict = dict(),
+                 sampler: dict = dict(), point_subnet: dict = dict(), object_branches: dict = dict(),
+                 center_target: dict = dict(), object_sampler: dict = dict(),
+                 pnp: dict = dict(mc_samples=512, num_iter=4, solver_cfg=dict(num_iter=10)),
+                 loss_pose: dict = dict(loss_weight=0.15, momentum=0.01),
+                 loss_dim: dict = dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=1.0),
+                 loss_score: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
+                 loss_reg_pos: Optional[dict] = dict(loss_weight=0.05, beta=1.0),
+                 loss_reg_orient: Optional[dict] = dict(loss_weight=0.05),
+                 loss_velo: Optional[dict] = dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=0.05),
+                 loss_attr: Optional[dict] = dict(type='mmdet.CrossEntropyLoss', loss_weight=0.5),
+                 train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if pixel_convention not in ('v1', 'v2'):
+            raise ValueError(f"pixel_convention must be 'v1' or 'v2', got {pixel_convention!r}")
+        self.num_classes, self.output_stride, self.pixel_convention = num_classes, output_stride, pixel_convention
+        self.dense_lvl_range, self.det_lvl_range = tuple(dense_lvl_range), tuple(det_lvl_range)
+        strides = tuple(strides)
+        self.fcos_head = MODELS.build(dict(dict(type='EProPnPFCOSEmbHead', num_classes=num_classes,
+                                                in_channels=in_channels, emb_channels=embed_dims,
+                                                strides=strides[slice(*det_lvl_range)]), **fcos_head))
+        self.dense_branch = MODELS.build(dict(dict(type='EProPnPDenseBranch', in_channels=in_channels,
+                                                   out_channels=embed_dims, strides=strides[slice(*dense_lvl_range)],
+                                                   output_stride=output_stride), **dense_branch))
+        self.sampler = MODELS.build(dict(dict(type='EProPnPDeformableAttentionSampler', embed_dims=embed_dims,
+                                              num_heads=num_heads, num_points=num_points, stride=output_stride,
+                                              pixel_convention=pixel_convention), **sampler))
+        self.point_subnet = MODELS.build(dict(dict(type='EProPnPPointSubnet', num_heads=num_heads,
+                                                   head_dims=embed_dims // num_heads), **point_subnet))
+        self.object_branches = MODELS.build(dict(dict(type='EProPnPObjectBranches', embed_dims=embed_dims,
+                                                      num_classes=num_classes), **object_branches))
+        self.cls_emb = nn.Parameter(torch.zeros(num_classes, embed_dims)) if use_cls_emb else None
+        self.center_target = TASK_UTILS.build(dict(dict(type='EProPnPVolumeCenter', output_stride=output_stride,
+                                                        pixel_convention=pixel_convention), **center_target))
+        train_cfg = dict(train_cfg or {})
+        self.object_sampler = TASK_UTILS.build(dict(dict(
+            type='EProPnPObjectSampler', num_per_img=train_cfg.get('num_obj_samples_per_img', 48)),
+            **object_sampler))
+        self.pnp = EProPnP4DoF(**pnp)
+        self.loss_pose_cfg = dict(dict(loss_weight=0.15, momentum=0.01), **loss_pose)
+        self.register_buffer('norm_factor', torch.tensor(1.0))
+        self.loss_dim, self.loss_score = MODELS.build(loss_dim), MODELS.build(loss_score)
+        self.loss_velo = MODELS.build(loss_velo) if loss_velo is not None else None
+        self.loss_attr = MODELS.build(loss_attr) if loss_attr is not None else None
+        self.loss_reg_pos_cfg, self.loss_reg_orient_cfg = loss_reg_pos, loss_reg_orient
+        self.train_cfg = train_cfg
+        self.test_cfg = dict(dict(score_thr=0.04, max_per_img=256, nms_iou2d=0.8, nms_ioubev_thr=0.25,
+                                  pnp_num_iter=5, min_bbox_size=4.0, mc_samples=0, cls_attrs=NUSCENES_CLS_ATTRS),
+                             **(test_cfg or {}))
+
+    # --------------------------------------------------------------------------------------------- common
+    def forward(self, x: Sequence[Tensor]):
+        """FPN levels → (FCOS per-level outputs ``cls, centers, centerness, emb``, dense feats)."""
+        if len(x) < max(self.det_lvl_range[1], self.dense_lvl_range[1]):
+            raise ValueError(f'got {len(x)} FPN levels; det_lvl_range={self.det_lvl_range}, '
+                             f'dense_lvl_range={self.dense_lvl_range}')
+        return self.fcos_head(x[slice(*self.det_lvl_range)]), x[slice(*self.dense_lvl_range)]
+
+    def _metas(self, metas: List[dict], ref: Tensor) -> dict:
+        """Per-image tensors from metainfo: K (B,3,3), T (B,3,3), img_wh (B,2), ori_hw (B,2), flip (B,)."""
+        def get(m, key):
+            if key not in m:
+                raise KeyError(f"EProPnPDeformPnPHead: data sample metainfo lacks '{key}' (see docs/data_contract.md)")
+            return m[key]
+        K = torch.stack([_as_tensor(get(m, 'cam2img'), ref)[:3, :3] for m in metas])
+        T = torch.stack([_as_tensor(m.get('img_transform', np.eye(3)), ref) for m in metas])
+        img_wh = torch.stack([_as_tensor(get(m, 'img_shape')[:2], ref).flip(0) for m in metas])
+        ori_hw = torch.stack([_as_tensor(get(m, 'ori_shape')[:2], ref) for m in metas])
+        flip = torch.tensor([bool(m.get('flip', False)) for m in metas], device=ref.device)
+        pad = metas[0].get('batch_input_shape', metas[0].get('pad_shape', get(metas[0], 'img_shape')))
+        return dict(K=K, T=T, img_wh=img_wh, ori_hw=ori_hw, flip=flip, pad_hw=(int(pad[0]), int(pad[1])))
+
+    def forward_subheads(self, emb: Tensor, centers: Tensor, strides: Tensor, img_inds: Tensor, labels: Tensor,
+                         key_map: Tensor, value_map: Tensor, meta: dict) -> dict:
+        """Object queries → object outputs and correspondences (spec §3.6–3.8).
+
+        Args:
+            emb (N, C), centers (N, 2) augmented px, strides (N,), img_inds (N,), labels (N,).
+        Returns:
+            dict of the ``ObjectBranchOutput`` / ``PointSubnetOutput`` fields plus ``query``; x3d-ready ``noc``
+            (N, n, 3), ``x2d`` (N, n, 2) original px, ``w2d`` (N, n, 2) (scale not applied).
+        """
+        if self.cls_emb is not None:
+            emb = emb + self.cls_emb[labels]
+        pe = self.dense_branch.positional_encoding.points_to_enc(centers, meta['img_wh'][img_inds].flip(-1))
+        samp = self.sampler(emb, pe, centers, strides, img_inds, key_map, value_map, meta['img_wh'],
+                            img_transforms=meta['T'])
+        flip = meta['flip'][img_inds]
+        obj = self.object_branches(samp.output, labels, flip)
+        pts = self.point_subnet(samp.values, samp.x2d, samp.query, samp.mask, flip)
+        return dict(obj._asdict(), **pts._asdict(), query=samp.query)
+
+    def _camera(self, meta: dict, img_inds: Tensor) -> CameraParams:
+        return CameraParams.from_image_shape(meta['K'][img_inds], meta['ori_hw'][img_inds],
+                                             convention=self.pixel_convention)
+
+    # ------------------------------------------------------------------------------------------- training
+    def loss(self, x: Sequence[Tensor], batch_data_samples: list) -> dict:
+        (cls, centers, ctrness, embs), dense_feats = self(x)
+        metas = [ds.metainfo for ds in batch_data_samples]
+        ref = cls[0]
+        meta = self._metas(metas, ref)
+        B = len(metas)
+        # ---- gt, filtered by volume-centre validity
+        gt3d = [ds.gt_instances_3d for ds in batch_data_samples]
+        gt2d = [ds.gt_instances for ds in batch_data_samples]
+        for b in range(B):
+            if len(gt3d[b]) != len(gt2d[b]):
+                raise ValueError(f'image {b}: {len(gt3d[b])} gt_instances_3d but {len(gt2d[b])} gt_instances')
+        boxes3d = [g.bboxes_3d.to(ref) if isinstance(g.bboxes_3d, Tensor) else g.bboxes_3d.tensor.to(ref)
+                   for g in gt3d]
+        feat_hw = (-(-meta['pad_hw'][0] // self.output_stride), -(-meta['pad_hw'][1] // self.output_stride))
+        centres, valid, num_dropped = self.center_target.get_targets(
+            boxes3d, [g.bboxes.to(ref) for g in gt2d], list(meta['K']), list(meta['T']), list(meta['img_wh']),
+            feat_hw)
+        keep = lambda t, b: t[valid[b]]  # noqa: E731
+        boxes3d = [keep(t, b) for b, t in enumerate(boxes3d)]
+        boxes2d = [keep(g.bboxes.to(ref), b) for b, g in enumerate(gt2d)]
+        labels = [keep(g.labels_3d.to(ref.device).long(), b) for b, g in enumerate(gt3d)]
+        centres = [keep(c, b) for b, c in enumerate(centres)]
+        ignore = [ds.ignored_instances.bboxes.to(ref) if 'ignored_instances' in ds and
+                  'bboxes' in ds.ignored_instances else None for ds in batch_data_samples]
+        ignore = None if all(i is None for i in ignore) else [i if i is not None else ref.new_zeros(0, 4)
+                                                               for i in ignore]
+        # ---- FCOS
+        points, strides, ranges = self.fcos_head.get_points([c.shape[-2:] for c in cls], ref.dtype, ref.device)
+        targets = self.fcos_head.get_targets(points, strides, ranges, boxes2d, labels, centres, ignore)
+        losses = self.fcos_head.loss_by_feat(cls, centers, ctrness, targets, boxes2d, centres)
+        # ---- object sampling
+        M = points.shape[0]
+        fg = targets.labels.reshape(-1) < self.num_classes
+        smp = self.object_sampler(fg, targets.centerness.reshape(-1), targets.gt_inds.reshape(-1), B)
+        img_inds, pt = smp.point_inds // M, smp.point_inds % M
+        all_boxes, all_labels = torch.cat(boxes3d), torch.cat(labels)
+        obj_labels = all_labels[smp.gt_inds]
+        emb = self.fcos_head.flatten(embs).reshape(B * M, -1)[smp.point_inds]
+        cen = self.fcos_head.flatten(centers).reshape(B * M, -1)[smp.point_inds]
+        cen = self.fcos_head.select_centers(cen, obj_labels)
+        key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
+        out = self.forward_subheads(emb, cen, strides[pt], img_inds, obj_labels, key_map, value_map, meta)
+        losses.update(self.loss_objects(out, all_boxes[smp.gt_inds], obj_labels, img_inds, smp, meta,
+                                        self._gather_gt(gt3d, valid, smp.gt_inds, ref)))
+        losses['num_dropped_centers'] = ref.new_tensor(float(num_dropped))
+        return losses
+
+    @staticmethod
+    def _gather_gt(gt3d, valid, gt_inds, ref) -> dict:
+        """Per-sample attribute / velocity targets (fields optional)."""
+        out = {}
+        for name in ('attr_labels', 'velocities', 'velocities_valid'):
+            if all(name in g for g in gt3d):
+                vals = torch.cat([g[name].to(ref.device)[v] for g, v in zip(gt3d, valid)])
+                out[name] = vals[gt_inds]
+        return out
+
+    def loss_objects(self, out: dict, boxes: Tensor, labels: Tensor, img_inds: Tensor, smp, meta: dict,
+                     gt_extra: dict) -> dict:
+        """Object-level losses of the ``N`` samples (spec §5.4–5.7). ``boxes`` (N, 7) are their gt boxes."""
+        N = boxes.shape[0]
+        w, w_u = smp.weights.to(boxes), smp.uniform_weights.to(boxes)
+        avg = max(float(N), 1.0)
+        noc, x2d, w2d, dims, scale = out['noc'], out['x2d'], out['w2d'], out['dims'], out['scale']
+        dim_tgt = self.object_branches.dim_coder.encode(boxes[:, :3], labels)
+        losses = dict(loss_dim=self.loss_dim(out['dim_enc'], dim_tgt, weight=w[:, None], avg_factor=3 * avg))
+        # ---- Monte-Carlo pose loss with the running norm factor of the weight scales (spec §2.11)
+        batch_norm = (scale * w[:, None]).sum() / max(2 * N, 1)
+        if self.training:
+            mom = self.loss_pose_cfg['momentum']
+            self.norm_factor.mul_(1 - mom).add_(mom * reduce_mean(batch_norm.detach()))
+        empty_graph = noc.sum() * 0 + x2d.sum() * 0 + w2d.sum() * 0 + scale.sum() * 0 + dims.sum() * 0
+        pose_gt = boxes[:, 3:7]
+        if N == 0:
+            zero = empty_graph + out['score_logit'].sum() * 0
+            losses.update(loss_pose=zero, loss_score=zero, ate=zero.detach())
+            if self.loss_reg_pos_cfg is not None:
+                losses['loss_reg_pos'] = zero
+            if self.loss_reg_orient_cfg is not None:
+                losses['loss_reg_orient'] = zero
+        else:
+            camera = self._camera(meta, img_inds)
+            x3d, w2d_s = noc * dims[:, None], w2d * scale[:, None]
+            mc = self.pnp.monte_carlo_forward(x3d, x2d.detach(), w2d_s, camera, pose_init=pose_gt,
+                                              force_init_solve=True)
+            per_obj = torch.nan_to_num(mc.cost_init + torch.logsumexp(mc.logw, dim=0), nan=0.)
+            losses['loss_pose'] = (per_obj * w).sum() / avg * self.loss_pose_cfg['loss_weight'] / self.norm_factor
+            delta = adaptive_huber_delta(x2d.detach(), w2d_s).detach()
+            reg = derivative_regularization(noc * dims.detach()[:, None], x2d, w2d * scale.detach()[:, None], camera,
+                                            delta, pose_gt, beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0))
+            te = (reg['pose_opt'][:, [0, 2]] - pose_gt[:, [0, 2]]).norm(dim=-1)
+            score_tgt = ((2.5 - torch.log2(te.clamp(min=1e-6))) / 4).clamp(0, 1)
+            losses['loss_score'] = self.loss_score(out['score_logit'], score_tgt.detach(), weight=w_u,
+                                                   avg_factor=avg)
+            if self.loss_reg_pos_cfg is not None:
+                losses['loss_reg_pos'] = (reg['loss_pos'] * w).sum() / avg * self.loss_reg_pos_cfg['loss_weight']
+            if self.loss_reg_orient_cfg is not None:
+                losses['loss_reg_orient'] = ((reg['loss_orient'] * w).sum() / avg *
+                                             self.loss_reg_orient_cfg['loss_weight'])
+            losses['ate'] = ((te * w).sum() / avg).detach()
+        losses['norm_factor'] = self.norm_factor.detach().clone()
+        # ---- velocity and attributes (spec §5.7)
+        if self.loss_velo is not None and out['velo'] is not None:
+            if 'velocities' in gt_extra:
+                tgt = torch.nan_to_num(gt_extra['velocities'].to(boxes), nan=0.)
+                ok = gt_extra.get('velocities_valid', torch.isfinite(gt_extra['velocities']).all(-1)).to(boxes)
+                vw = (w * ok)[:, None].expand(-1, 2)
+                norm = reduce_mean(vw.sum().detach().clamp(min=1))
+                losses['loss_velo'] = self.loss_velo(out['velo'], tgt, weight=vw, avg_factor=norm)
+            else:
+                losses['loss_velo'] = out['velo'].sum() * 0
+        if self.loss_attr is not None and out['attr_logits'] is not None:
+            if 'attr_labels' in gt_extra and N:
+                losses['loss_attr'] = self.loss_attr(out['attr_logits'], gt_extra['attr_labels'].long(), weight=w,
+                                                     avg_factor=avg)
+            else:
+                losses['loss_attr'] = out['attr_logits'].sum() * 0
+        return losses
+
+    # ------------------------------------------------------------------------------------------ inference
+    def predict(self, x: Sequence[Tensor], batch_data_samples: list, rescale: bool = False) -> List[InstanceData]:
+        """Detections per image (boxes are in the original camera frame; ``rescale`` is irrelevant)."""
+        (cls, centers, ctrness, embs), dense_feats = self(x)
+        metas = [ds.metainfo for ds in batch_data_samples]
+        ref = cls[0]
+        meta = self._metas(metas, ref)
+        cfg = self.test_cfg
+        cand = self.fcos_head.get_candidates(cls, centers, ctrness, embs, cfg['score_thr'], cfg['max_per_img'])
+        key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
+        out = self.forward_subheads(cand.emb, cand.centers, cand.strides, cand.img_inds, cand.labels, key_map,
+                                    value_map, meta)
+        return self.predict_by_feat(out, cand, meta, len(metas))
+
+    def predict_by_feat(self, out: dict, cand, meta: dict, num_imgs: int) -> List[InstanceData]:
+        """PnP + post-processing of the candidates (spec §6.2–6.3)."""
+        from epropnp_det.structures.boxes import model_to_cam_boxes
+        cfg = self.test_cfg
+        N = cand.labels.shape[0]
+        x3d = out['noc'] * out['dims'][:, None]
+        w2d = out['w2d'] * out['scale'][:, None]
+        camera = self._camera(meta, cand.img_inds)
+        sol = self.pnp.solve(x3d, out['x2d'], w2d, camera, fast_mode=True, num_iter=cfg['pnp_num_iter'],
+                             with_cov=True)
+        pose = sol.pose
+        boxes = torch.cat((out['dims'], pose), -1)  # (N, 7)
+        score3d = out['score_logit'].sigmoid()
+        scores = cand.scores * score3d
+        bbox2d, in_front = project_boxes_2d(boxes, meta['K'][cand.img_inds], meta['ori_hw'][cand.img_inds].flip(-1),
+                                            pixel_offset=0.5 if self.pixel_convention == 'v1' else 0.)
+        wh = bbox2d[:, 2:] - bbox2d[:, :2]
+        ok = in_front & (wh.min(-1).values >= cfg['min_bbox_size']) & torch.isfinite(boxes).all(-1)
+        idx = ok.nonzero()[:, 0]
+        groups = cand.img_inds * self.num_classes + cand.labels
+        if len(idx):
+            _, k2d = batched_nms(bbox2d[idx].float(), scores[idx].float().contiguous(), groups[idx],
+                                 dict(type='nms', iou_threshold=cfg['nms_iou2d']))
+            idx = idx[k2d]
+            idx = idx[bev_nms(boxes[idx], scores[idx], groups[idx], cfg['nms_ioubev_thr'])]
+        attr = None
+        if out['attr_logits'] is not None:
+            allowed = torch.zeros(self.num_classes, out['attr_logits'].shape[-1], dtype=torch.bool,
+                                  device=boxes.device)
+            for c, attrs in enumerate(cfg['cls_attrs'][:self.num_classes]):
+                allowed[c, list(attrs)] = True
+            attr = out['attr_logits'].masked_fill(~allowed[cand.labels], -math.inf).argmax(-1)
+        velo = out['velo'] if out['velo'] is not None else boxes.new_zeros(N, 2)
+        mc = None
+        if cfg['mc_samples'] and len(idx):
+            sel = idx
+            mc = self.pnp.monte_carlo_forward(x3d[sel], out['x2d'][sel], w2d[sel], camera.index(sel),
+                                              mc_samples=cfg['mc_samples'], fast_mode=True,
+                                              num_iter=cfg['pnp_num_iter'])
+        results = []
+        for b in range(num_imgs):
+            ib = idx[cand.img_inds[idx] == b]
+            r = InstanceData()
+            r.bboxes_3d = model_to_cam_boxes(boxes[ib].detach(), velo[ib].detach())
+            r.scores_3d = scores[ib].detach()
+            r.labels_3d = cand.labels[ib]
+            r.attr_labels = attr[ib] if attr is not None else torch.full_like(cand.labels[ib], 8)
+            r.bboxes_2d = bbox2d[ib].detach()  # original-image continuous px
+            r.scores_2d = cand.scores[ib].detach()
+            r.pose_cov = sol.cov[ib]  # (n, 4, 4) Laplace covariance of [x, y, z, yaw]
+            r.score3d = score3d[ib].detach()
+            if mc is not None:
+                pos = (idx[:, None] == ib[None]).float().argmax(0)  # rows of ib in the MC batch
+                r.pose_samples = mc.pose_samples[:, pos].transpose(0, 1)  # (n, K, 4)
+                r.pose_sample_weights = mc.weights[:, pos].T  # (n, K)
+            results.append(r)
+        return results

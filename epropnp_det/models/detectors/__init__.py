@@ -1,0 +1,3 @@
+from .epropnp_det import EProPnPDet
+
+__all__ = ['EProPnPDet']

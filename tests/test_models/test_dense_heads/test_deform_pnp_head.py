@@ -1,0 +1,116 @@
+import numpy as np
+import torch
+from mmdet3d.structures import CameraInstance3DBoxes, Det3DDataSample
+from mmengine.structures import InstanceData
+
+from epropnp_det.models.dense_heads import NUSCENES_CLS_ATTRS, EProPnPDeformPnPHead
+from epropnp_det.models.utils import project_boxes_2d
+
+K = np.array([[200., 0., 96.], [0., 200., 48.], [0., 0., 1.]])
+W, H = 192, 96
+
+
+def tiny_head(**kw):
+    cfg = dict(num_classes=10, in_channels=16, strides=(4, 8, 16, 32), output_stride=4, dense_lvl_range=(0, 3),
+               det_lvl_range=(1, 4), embed_dims=32, num_heads=4, num_points=4,
+               fcos_head=dict(feat_channels=16, cls_branch=(16,), centerness_branch=(8,), offset_branch=(16,),
+                              emb_branch=(16,), regress_ranges=((-1, 32), (32, 64), (64, 1e8)),
+                              norm_cfg=dict(type='GN', num_groups=4)),
+               dense_branch=dict(lvl_feat_channels=(16, 8), norm_cfg=dict(type='GN', num_groups=4),
+                                 positional_encoding=dict(type='EProPnPSinePositionalEncoding', num_feats=16)),
+               sampler=dict(ffn_cfg=dict(feedforward_channels=64, ffn_drop=0.)),
+               point_subnet=dict(feedforward_channels=32, ffn_drop=0.),
+               pnp=dict(mc_samples=32, num_iter=4, solver_cfg=dict(num_iter=5)),
+               train_cfg=dict(num_obj_samples_per_img=6))
+    cfg.update(kw)
+    torch.manual_seed(0)
+    head = EProPnPDeformPnPHead(**cfg)
+    head.init_weights()
+    return head
+
+
+def sample(boxes, labels, flip=False):
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 7)
+    T = np.eye(3)
+    if flip:
+        T = np.array([[-1., 0, W], [0, 1, 0], [0, 0, 1]])
+    b2d, _ = project_boxes_2d(boxes.double(), torch.from_numpy(K).expand(len(boxes), 3, 3),
+                              torch.tensor([[W, H]], dtype=torch.float64).expand(len(boxes), 2))
+    if flip:
+        b2d = torch.stack((W - b2d[:, 2], b2d[:, 1], W - b2d[:, 0], b2d[:, 3]), -1)
+    ds = Det3DDataSample()
+    ds.set_metainfo(dict(cam2img=K, img_transform=T, img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W),
+                         batch_input_shape=(H, W), flip=flip))
+    g3 = InstanceData()
+    g3.bboxes_3d = boxes
+    g3.labels_3d = torch.tensor(labels, dtype=torch.long)
+    g3.attr_labels = torch.tensor([5] * len(labels), dtype=torch.long)
+    g3.velocities = torch.ones(len(labels), 2)
+    g3.velocities_valid = torch.ones(len(labels), dtype=torch.bool)
+    ds.gt_instances_3d = g3
+    g2 = InstanceData()
+    g2.bboxes = b2d.float()
+    g2.labels = torch.tensor(labels, dtype=torch.long)
+    ds.gt_instances = g2
+    return ds
+
+
+def feats(B=2):
+    torch.manual_seed(1)
+    return [torch.randn(B, 16, H // s, W // s, requires_grad=True) for s in (4, 8, 16, 32)]
+
+
+def test_one_training_iteration_finite_losses_and_grads():
+    head = tiny_head().train()
+    samples = [sample([[4., 1.6, 1.9, 1., 0.5, 10., 0.3], [1., 1.7, 0.7, -2., 0.6, 7., -1.]], [0, 7]),
+               sample([[4., 1.6, 1.9, -1., 0.5, 9., 2.0]], [0], flip=True)]
+    losses = head.loss(feats(), samples)
+    expected = {'loss_cls', 'loss_rp', 'loss_centerness', 'loss_dim', 'loss_pose', 'loss_score', 'loss_reg_pos',
+                'loss_reg_orient', 'loss_velo', 'loss_attr', 'ate', 'norm_factor', 'num_dropped_centers'}
+    assert set(losses) == expected
+    for k, v in losses.items():
+        assert torch.isfinite(v).all(), k
+    for k in ('loss_cls', 'loss_rp', 'loss_centerness', 'loss_dim', 'loss_pose', 'loss_score', 'loss_velo',
+              'loss_attr'):
+        assert losses[k] > 0, k
+    assert losses['num_dropped_centers'] == 0
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    missing = [n for n, p in head.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    bad = [n for n, p in head.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, bad
+    # the norm factor moved towards the batch statistic (scales are 1 at init, mean weight 1)
+    torch.testing.assert_close(head.norm_factor, torch.tensor(1.0))
+
+
+def test_training_without_objects_keeps_every_parameter_in_the_graph():
+    head = tiny_head().train()
+    samples = [sample(np.zeros((0, 7)), []), sample(np.zeros((0, 7)), [])]
+    losses = head.loss(feats(), samples)
+    assert losses['loss_cls'] > 0 and losses['loss_pose'] == 0
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    missing = [n for n, p in head.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+def test_predict_returns_valid_instances():
+    head = tiny_head(test_cfg=dict(score_thr=0.0, max_per_img=8, mc_samples=16)).eval()
+    samples = [sample(np.zeros((0, 7)), []), sample(np.zeros((0, 7)), [], flip=True)]
+    with torch.no_grad():
+        res = head.predict(feats(), samples)
+    assert len(res) == 2
+    for r in res:
+        n = len(r.scores_3d)
+        assert isinstance(r.bboxes_3d, CameraInstance3DBoxes) and r.bboxes_3d.tensor.shape == (n, 9)
+        assert r.labels_3d.shape == (n,) and r.attr_labels.shape == (n,) and r.pose_cov.shape == (n, 4, 4)
+        assert torch.isfinite(r.bboxes_3d.tensor).all() and (r.scores_3d >= 0).all()
+        assert (r.scores_3d[:-1] >= r.scores_3d[1:]).all()  # sorted by NMS
+        wh = r.bboxes_2d[:, 2:] - r.bboxes_2d[:, :2]
+        assert (wh >= 4).all()
+        if n:
+            assert r.pose_samples.shape == (n, 16, 4)
+            torch.testing.assert_close(r.pose_sample_weights.sum(-1), torch.ones(n))
+            # attributes restricted to the class's set
+            for lab, a in zip(r.labels_3d.tolist(), r.attr_labels.tolist()):
+                assert a in NUSCENES_CLS_ATTRS[lab]
+    assert sum(len(r.scores_3d) for r in res) > 0
