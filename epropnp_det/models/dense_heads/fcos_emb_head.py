@@ -94,7 +94,7 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
                                        loss_weight=1.0),
                  loss_rp: dict = dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=1.0),
                  loss_centerness: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
-                 init_cfg=None, **kwargs):
+                 bbox_coder: dict = dict(type='mmdet.DistancePointBBoxCoder'), init_cfg=None, **kwargs):
         if len(regress_ranges) != len(strides):
             raise ValueError(f'regress_ranges has {len(regress_ranges)} levels but strides has {len(strides)}')
         self.emb_channels = emb_channels
@@ -103,7 +103,8 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         self.offset_cls_agnostic = offset_cls_agnostic
         super().__init__(num_classes=num_classes, in_channels=in_channels, feat_channels=feat_channels,
                          stacked_convs=stacked_convs, strides=strides, dcn_on_last_conv=dcn_on_last_conv,
-                         norm_cfg=norm_cfg, loss_cls=loss_cls, loss_bbox=loss_rp, init_cfg=init_cfg, **kwargs)
+                         norm_cfg=norm_cfg, loss_cls=loss_cls, loss_bbox=loss_rp, bbox_coder=bbox_coder,
+                         init_cfg=init_cfg, **kwargs)
         self.loss_rp = self.loss_bbox
         self.loss_centerness = MODELS.build(loss_centerness)
         self.regress_ranges = tuple(tuple(r) for r in regress_ranges)

@@ -1,0 +1,95 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from mmdet3d.registry import MODELS
+from mmdet3d.structures import CameraInstance3DBoxes, Det3DDataSample
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+import epropnp_det.models  # noqa: F401
+from epropnp_det.models.utils import project_boxes_2d
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+K = np.array([[300., 0., 160.], [0., 300., 64.], [0., 0., 1.]])
+W, H = 320, 128
+
+
+def _sample(boxes, labels, flip=False):
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 7)
+    b2d, _ = project_boxes_2d(boxes.double(), torch.from_numpy(K).expand(len(boxes), 3, 3),
+                              torch.tensor([[W, H]], dtype=torch.float64).expand(len(boxes), 2))
+    T = np.eye(3)
+    if flip:
+        T = np.array([[-1., 0, W], [0, 1, 0], [0, 0, 1]])
+        b2d = torch.stack((W - b2d[:, 2], b2d[:, 1], W - b2d[:, 0], b2d[:, 3]), -1)
+    ds = Det3DDataSample()
+    ds.set_metainfo(dict(cam2img=K, img_transform=T, img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W), flip=flip))
+    g3 = InstanceData(bboxes_3d=boxes, labels_3d=torch.tensor(labels).long(),
+                      attr_labels=torch.full((len(labels),), 6).long(), velocities=torch.zeros(len(labels), 2),
+                      velocities_valid=torch.ones(len(labels), dtype=torch.bool))
+    ds.gt_instances_3d = g3
+    ds.gt_instances = InstanceData(bboxes=b2d.float(), labels=torch.tensor(labels).long())
+    return ds
+
+
+@pytest.fixture(scope='module')
+def model():
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/epropnp_det_r18_cpu.py'))
+    import epropnp_det.datasets  # noqa: F401  (data preprocessor)
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet3d')
+    torch.manual_seed(0)
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    return m
+
+
+def _data(model, training):
+    torch.manual_seed(2)
+    samples = [_sample([[4., 1.6, 1.9, 1., 0.5, 12., 0.3], [0.7, 1.7, 0.7, -2., 0.6, 8., -1.]], [0, 7]),
+               _sample([[4.5, 1.7, 2., -1.5, 0.6, 10., 2.]], [0], flip=True)]
+    data = dict(inputs=dict(img=[torch.randint(0, 255, (3, H, W)).float() for _ in samples]), data_samples=samples)
+    return model.data_preprocessor(data, training=training)
+
+
+def test_r18_one_training_iteration(model):
+    model.train()
+    data = _data(model, True)
+    losses = model(**data, mode='loss')
+    for k, v in losses.items():
+        assert torch.isfinite(v).all(), k
+    loss, log = model.parse_losses(losses)
+    assert torch.isfinite(loss) and 'norm_factor' in log and 'ate' in log
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_r18_predict_returns_data_samples(model):
+    model.eval()
+    model.bbox_head.test_cfg['score_thr'] = 0.0  # random weights: take every candidate up to the cap
+    data = _data(model, False)
+    with torch.no_grad():
+        out = model(**data, mode='predict')
+    model.bbox_head.test_cfg['score_thr'] = 0.04
+    assert len(out) == 2
+    for ds in out:
+        p = ds.pred_instances_3d
+        assert isinstance(p.bboxes_3d, CameraInstance3DBoxes) and p.bboxes_3d.tensor.shape[1] == 9
+        n = len(p.scores_3d)
+        assert p.labels_3d.shape == (n,) and p.attr_labels.shape == (n,)
+        assert ds.pred_instances.bboxes.shape == (n, 4)
+        assert (ds.pred_instances.bboxes[:, 2:] <= torch.tensor([W, H])).all()
+    assert sum(len(ds.pred_instances_3d.scores_3d) for ds in out) > 0
+
+
+def test_paper_config_builds_with_the_spec_sizes():
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/epropnp_det_r101.py'))
+    cfg.model.backbone.init_cfg = None
+    head = MODELS.build(cfg.model.bbox_head)
+    assert head.sampler.num_points == 32 and head.sampler.num_heads == 8 and head.pnp.mc_samples == 512
+    assert head.fcos_head.strides == (8, 16, 32, 64, 128) and head.dense_branch.strides == (4, 8, 16, 32)
+    assert head.object_sampler.num_per_img == 48 and head.loss_pose_cfg['loss_weight'] == 0.15
