@@ -26,6 +26,7 @@ def tiny_nuscenes_root() -> str:
 def build_dataset(root: str, pipeline, test_mode: bool = False, **kwargs):
     from mmdet3d.registry import DATASETS
     from mmdet3d.utils import register_all_modules
+    from mmengine.registry import DefaultScope
 
     import epropnp_det.datasets  # noqa: F401  (registers)
     register_all_modules(init_default_scope=False)
@@ -35,4 +36,5 @@ def build_dataset(root: str, pipeline, test_mode: bool = False, **kwargs):
                ann_file='nuscenes_infos_val.pkl' if test_mode else 'nuscenes_infos_train.pkl', pipeline=pipeline,
                metainfo=dict(version='v1.0-mini'), test_mode=test_mode)
     cfg.update(kwargs)
-    return DATASETS.build(cfg)
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        return DATASETS.build(cfg)
