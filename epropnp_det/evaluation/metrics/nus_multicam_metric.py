@@ -76,9 +76,13 @@ def bev_nms_global(center: np.ndarray, lw: np.ndarray, heading: np.ndarray, scor
     if len(scores) == 0:
         return np.zeros(0, dtype=np.int64)
     dets = torch.from_numpy(np.concatenate([center, lw, heading[:, None]], 1)).float()
-    _, keep = nms_rotated(dets, torch.from_numpy(scores).float(), iou_thr,
-                          labels=torch.from_numpy(labels).long(), clockwise=True)
-    keep = keep.numpy()
+    keep = []
+    # one call per class: mmcv's CPU kernel ignores its ``labels`` argument (it would suppress across classes)
+    for label in np.unique(labels):
+        idx = np.nonzero(labels == label)[0]
+        _, k = nms_rotated(dets[idx], torch.from_numpy(scores[idx]).float(), iou_thr, clockwise=True)
+        keep.append(idx[k.numpy()])
+    keep = np.concatenate(keep)
     return keep[np.argsort(-scores[keep], kind='stable')]
 
 
