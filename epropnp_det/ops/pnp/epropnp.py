@@ -1,0 +1,632 @@
+"""EPro-PnP: the pose posterior ``p(y | X) ∝ exp(−cost(y))`` by adaptive multiple importance sampling (AMIS).
+
+Paper Algorithm 1 / spec §2.7–2.10. Given correspondences (x3d, x2d, w2d) the layer
+
+1. finds the mode ``y*`` and the Laplace covariance with the LM solver (:func:`.solver.solve_pnp`, RSLM init,
+   optionally competing with ``pose_init``, e.g. the ground truth in training),
+2. fits the first proposal to (``y*``, covariance) and runs ``num_iter`` AMIS rounds of ``mc_samples / num_iter``
+   samples: each round draws from its proposal, evaluates the (differentiable) cost of its samples, re-weights
+   **all** samples so far with the balance-heuristic mixture ``q̄ = (1/(i+1)) Σ_j≤i q_j`` and re-estimates the next
+   proposal from the weighted samples,
+3. returns samples and log-weights ``logw = −cost(y) − log q̄(y)`` (gradient only through ``cost``).
+
+``logsumexp(logw) − log K`` estimates ``log ∫ exp(−cost(y)) dy``, the normaliser needed by the KL loss
+(:mod:`.losses`).
+
+Proposals (4-DoF, spec §2.8): translation = multivariate Student-t (ν = 3); yaw = 0.75 von Mises + 0.25 uniform.
+6-DoF (§2.10): translation as 4-DoF, rotation = angular central Gaussian on unit quaternions.
+
+Shapes: ``N`` objects, ``n`` points, ``K`` samples; ``x3d (N, n, 3)`` metres, object frame; ``x2d (N, n, 2)``
+pixels (original image); ``w2d (N, n, 2)``; poses camera frame ``[x, y, z, yaw]`` (4-DoF) or
+``[x, y, z, w, i, j, k]`` (6-DoF); ``delta (N,)`` Huber threshold.
+
+Differences from the reference (fixes): all sampling is torch with an optional ``torch.Generator`` and there is no
+host/device synchronisation inside the AMIS loop (§13.18); nothing is stored on the module between calls
+(§13.13); the Cholesky fallback is batched (no per-matrix Python loop); the sampled-cost evaluation is a fused,
+chunked autograd function (:func:`sampled_pnp_cost`) whose memory does not grow with ``K·N·n``.
+"""
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .cost import adaptive_huber_delta
+from .distributions import AngularCentralGaussian, MultivariateStudentT, VonMisesUniformMix, cholesky_with_fallback
+from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
+from .rotation import quaternion_tangent_matrix, quaternion_to_rot_mat
+from .solver import solve_pnp
+from .types import CameraParams, PnPSolution
+
+__all__ = ['sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis', 'EProPnPBase',
+           'EProPnP4DoF', 'EProPnP6DoF']
+
+# =============================================================================================================
+# Fused cost of many poses
+# =============================================================================================================
+
+
+def _pose_affine(pose: Tensor, cam_mats: Tensor) -> Tensor:
+    """``[K·R | K·t]`` (*, N, 3, 4) for poses (*, N, 4|7) and intrinsics (N, 3, 3): ``h = A · [x3d; 1]``."""
+    if pose.shape[-1] == 4:
+        cos, sin = torch.cos(pose[..., 3]), torch.sin(pose[..., 3])
+        zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+        rot = torch.stack([cos, zero, sin, zero, one, zero, -sin, zero, cos], dim=-1).reshape(*cos.shape, 3, 3)
+    elif pose.shape[-1] == 7:
+        rot = quaternion_to_rot_mat(pose[..., 3:])
+    else:
+        raise ValueError(f'pose must be (*, N, 4) or (*, N, 7), got {tuple(pose.shape)}')
+    rt = torch.cat([rot, pose[..., :3, None]], dim=-1)  # (*, N, 3, 4)
+    return cam_mats @ rt
+
+
+# ---- planar formulation: one fused loop per kernel when compiled (torch.compile / inductor) ------------------
+# Layout: A (N, s, 12) = row-major [K·R | K·t] per sample; x3dT (N, 3, n); x2dT, w2dT (N, 2, n); dlt (N,);
+# lb, ub (N, 2); g (N, s) upstream gradient. Arithmetic identical to :func:`.cost.pnp_cost`.
+
+def _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
+    """Projection + Huber terms as planes (N, s, n) from A (N, s, 12), x3dT (N, 3, n), x2dT/w2dT (N, 2, n)."""
+    X, Y, Z = x3dT[:, None, 0], x3dT[:, None, 1], x3dT[:, None, 2]
+    xu, xv, wu, wv = x2dT[:, None, 0], x2dT[:, None, 1], w2dT[:, None, 0], w2dT[:, None, 1]
+    coef = [A[..., k:k + 1] for k in range(12)]
+    lb_u, lb_v, ub_u, ub_v = lb[:, None, 0:1], lb[:, None, 1:2], ub[:, None, 0:1], ub[:, None, 1:2]
+    h0 = coef[0] * X + coef[1] * Y + coef[2] * Z + coef[3]
+    h1 = coef[4] * X + coef[5] * Y + coef[6] * Z + coef[7]
+    h2 = coef[8] * X + coef[9] * Y + coef[10] * Z + coef[11]
+    z = h2.clamp(min=z_min)
+    u_raw, v_raw = h0 / z, h1 / z
+    valid_u = (u_raw >= lb_u) & (u_raw <= ub_u)  # autograd of a clamp passes the gradient where min <= x <= max
+    valid_v = (v_raw >= lb_v) & (v_raw <= ub_v)
+    u = torch.minimum(torch.maximum(u_raw, lb_u), ub_u)
+    v = torch.minimum(torch.maximum(v_raw, lb_v), ub_v)
+    eu, ev = u - xu, v - xv
+    ru, rv = eu * wu, ev * wv
+    sn = (ru * ru + rv * rv).clamp(min=1e-30).sqrt()
+    m = torch.minimum(sn, dlt.reshape(-1, 1, 1))
+    return dict(coef=coef, h2=h2, z=z, u=u, v=v, eu=eu, ev=ev, ru=ru, rv=rv, wu=wu, wv=wv, sn=sn, m=m,
+                valid_u=valid_u, valid_v=valid_v)
+
+
+def _planar_cost(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
+    t = _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min)
+    sn, m = t['sn'], t['m']
+    return (m * (sn - 0.5 * m)).sum(dim=-1)  # (N, s)
+
+
+def _planar_grad(A, x3dT, x2dT, w2dT, dlt, lb, ub, g, z_min: float):
+    """Gradients of Σ g·cost in planar layout: x3d (N, 3, n), x2d (N, 2, n), w2d (N, 2, n), delta (N,)."""
+    t = _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min)
+    sn, m, z, u, v, eu, ev, wu, wv, coef = (t[k] for k in ('sn', 'm', 'z', 'u', 'v', 'eu', 'ev', 'wu', 'wv', 'coef'))
+    g = g.unsqueeze(-1)  # (N, s, 1)
+    g_d = ((sn - m) * g).sum(dim=(1, 2))  # dρ/dδ = s − δ in the linear zone
+    hg = m / sn * g  # Huber weight min(1, δ/s) times upstream gradient
+    qu, qv = t['ru'] * hg, t['rv'] * hg  # ψ·g, ψ = dρ/dr
+    g_w = torch.stack([(qu * eu).sum(dim=1), (qv * ev).sum(dim=1)], dim=1)  # (N, 2, n)
+    g_x2d = torch.stack([qu.sum(dim=1), qv.sum(dim=1)], dim=1) * -w2dT
+    au = torch.where(t['valid_u'], qu * wu / z, 0.)
+    av = torch.where(t['valid_v'], qv * wv / z, 0.)
+    az = torch.where(t['h2'] >= z_min, -(au * u + av * v), 0.)
+    g_x3d = torch.stack([(au * coef[c] + av * coef[4 + c] + az * coef[8 + c]).sum(dim=1)
+                         for c in range(3)], dim=1)  # (N, 3, n)
+    return g_x3d, g_x2d, g_w, g_d
+
+
+_COMPILED = {}
+_COMPILE_STATE = {'failed': False}
+# auto backend: compile only when one call evaluates at least this many (pose, point) pairs
+AUTO_COMPILE_MIN_POINTS = 1 << 21
+
+
+def _compiled(name: str, fn):
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(fn, dynamic=True)
+    return _COMPILED[name]
+
+
+def _use_compile(backend: str, num_points: int) -> bool:
+    if backend not in ('auto', 'eager', 'compile'):
+        raise ValueError(f"backend must be 'auto', 'eager' or 'compile', got {backend!r}")
+    if backend == 'eager' or _COMPILE_STATE['failed'] or os.environ.get('EPROPNP_DISABLE_COMPILE', '0') == '1':
+        return False
+    return backend == 'compile' or num_points >= AUTO_COMPILE_MIN_POINTS
+
+
+def _run_planar(kind: str, args: tuple, z_min: float):
+    fn = _planar_cost if kind == 'cost' else _planar_grad
+    try:
+        return _compiled(kind, fn)(*args, z_min)
+    except Exception as err:  # no compiler / unsupported device: fall back for the rest of the process
+        _COMPILE_STATE['failed'] = True
+        warnings.warn(f'torch.compile of the sampled PnP cost failed ({type(err).__name__}: {err}); '
+                      'using the eager implementation')
+        return fn(*args, z_min)
+
+
+# ---- eager formulation: bmm for the projection, in-place element-wise ops, cache-sized chunks --------------------
+class _Chunk:
+    """Per-chunk intermediates in the layout (N, s, ·, n) (s = samples of the chunk)."""
+    __slots__ = ('Ab', 'z', 'uv', 'e', 'r', 'sn', 'm', 'valid', 'zok', 'cost')
+
+
+def _chunk_forward(A: Tensor, feat: Tensor, x2dT: Tensor, w2dT: Tensor, dlt: Tensor, lbT: Tensor, ubT: Tensor,
+                   z_min: float, for_backward: bool) -> _Chunk:
+    """A (s, N, 3, 4); feat (N, 4, n) = [x3d; 1]; x2dT/w2dT (N, 1, 2, n); dlt (N, 1, 1); lbT/ubT (N, 1, 2, 1)."""
+    s, N = A.shape[0], A.shape[1]
+    n = feat.shape[-1]
+    c = _Chunk()
+    c.Ab = A.transpose(0, 1).reshape(N, s * 3, 4)
+    h = torch.bmm(c.Ab, feat).view(N, s, 3, n)
+    hz = h[:, :, 2]
+    c.z = hz.clamp(min=z_min)
+    uv = h[:, :, :2] / c.z.unsqueeze(2)
+    if for_backward:
+        c.zok = hz >= z_min
+        c.valid = (uv >= lbT) & (uv <= ubT)
+    uv = uv.clamp_(lbT, ubT)
+    c.uv = uv
+    c.e = uv - x2dT if for_backward else uv.sub_(x2dT)
+    c.r = c.e * w2dT
+    c.sn = c.r.square().sum(dim=2).clamp_(min=1e-30).sqrt_()
+    c.m = torch.minimum(c.sn, dlt)  # s in the quadratic zone, δ in the linear zone
+    c.cost = (c.m * (c.sn - 0.5 * c.m)).sum(dim=-1)  # (N, s)
+    return c
+
+
+def _eager_prep(x3d, x2d, w2d, delta, lb, ub):
+    feat = torch.cat([x3d, torch.ones_like(x3d[..., :1])], dim=-1).transpose(1, 2).contiguous()  # (N, 4, n)
+    x2dT = x2d.transpose(1, 2).unsqueeze(1).contiguous()  # (N, 1, 2, n)
+    w2dT = w2d.transpose(1, 2).unsqueeze(1).contiguous()
+    return feat, x2dT, w2dT, delta.reshape(-1, 1, 1), lb[:, None, :, None], ub[:, None, :, None]
+
+
+def _planar_prep(x3d, x2d, w2d):
+    return x3d.transpose(1, 2).contiguous(), x2d.transpose(1, 2).contiguous(), w2d.transpose(1, 2).contiguous()
+
+
+class _SampledCost(torch.autograd.Function):
+    """cost (S, N) of poses given as affine maps (S, N, 3, 4); gradients w.r.t. x3d, x2d, w2d, delta.
+
+    Forward keeps nothing of size S·N·n; backward recomputes chunk by chunk (cheap element-wise work, and memory
+    bounded by one chunk instead of ~10 tensors of S·N·n floats for plain autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, x3d, x2d, w2d, delta, affine, lb, ub, z_min, chunk_elems, compiled):
+        N, n = x3d.shape[0], x3d.shape[1]
+        S = affine.shape[0]
+        ctx.save_for_backward(x3d, x2d, w2d, delta, affine, lb, ub)
+        ctx.z_min, ctx.chunk_elems, ctx.compiled = z_min, chunk_elems, compiled
+        if S == 0 or N == 0 or n == 0:
+            return x3d.new_zeros(S, N)
+        if compiled:
+            A = affine.transpose(0, 1).reshape(N, S, 12)
+            return _run_planar('cost', (A, *_planar_prep(x3d, x2d, w2d), delta, lb, ub), z_min).t()
+        out = x3d.new_empty(S, N)
+        args = _eager_prep(x3d, x2d, w2d, delta, lb, ub)
+        step = max(1, chunk_elems // (N * n))
+        for s0 in range(0, S, step):
+            c = _chunk_forward(affine[s0:s0 + step], *args, z_min=z_min, for_backward=False)
+            out[s0:s0 + step] = c.cost.t()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x3d, x2d, w2d, delta, affine, lb, ub = ctx.saved_tensors
+        need_x3d, need_x2d, need_w2d, need_delta = ctx.needs_input_grad[:4]
+        N, n = x3d.shape[0], x3d.shape[1]
+        S = affine.shape[0]
+        none = (None,) * 6
+        if S == 0 or N == 0 or n == 0 or not any(ctx.needs_input_grad[:4]):
+            zeros = [torch.zeros_like(t) if need else None
+                     for t, need in zip((x3d, x2d, w2d, delta), ctx.needs_input_grad[:4])]
+            return (*zeros, *none)
+        if ctx.compiled:
+            A = affine.transpose(0, 1).reshape(N, S, 12)
+            gx3d, gx2d, gw2d, g_d = _run_planar(
+                'grad', (A, *_planar_prep(x3d, x2d, w2d), delta, lb, ub, grad_out.t().contiguous()), ctx.z_min)
+            return gx3d.transpose(1, 2), gx2d.transpose(1, 2), gw2d.transpose(1, 2), g_d, *none
+        g_feat = x3d.new_zeros(N, 4, n) if need_x3d else None
+        g_q = x3d.new_zeros(N, 2, n) if need_x2d else None
+        g_w = x3d.new_zeros(N, 2, n) if need_w2d else None
+        g_d = x3d.new_zeros(N) if need_delta else None
+        feat, x2dT, w2dT, dlt, lbT, ubT = _eager_prep(x3d, x2d, w2d, delta, lb, ub)
+        step = max(1, ctx.chunk_elems // (N * n))
+        for s0 in range(0, S, step):
+            c = _chunk_forward(affine[s0:s0 + step], feat, x2dT, w2dT, dlt, lbT, ubT, ctx.z_min, True)
+            gT = grad_out[s0:s0 + step].t().unsqueeze(-1)  # (N, s, 1)
+            if need_delta:  # dρ/dδ = s − δ in the linear zone, 0 in the quadratic zone
+                g_d += ((c.sn - c.m) * gT).sum(dim=(1, 2))
+            hg = (c.m / c.sn).mul_(gT)  # Huber weight min(1, δ/s) times upstream gradient
+            q = c.r.mul_(hg.unsqueeze(2))  # ψ·g with ψ = dρ/dr (N, s, 2, n)
+            if need_w2d:  # dρ/dw = ψ ⊙ e
+                g_w += (q * c.e).sum(dim=1)
+            if need_x2d:  # dρ/dx2d = −ψ ⊙ w
+                g_q += q.sum(dim=1)
+            if need_x3d:
+                s = q.shape[1]
+                dh = x3d.new_empty(N, s, 3, n)
+                a = torch.mul(q, w2dT, out=dh[:, :, :2]).mul_(c.valid).div_(c.z.unsqueeze(2))  # dL/dh_uv
+                torch.mul((a * c.uv).sum(dim=2), c.zok, out=dh[:, :, 2]).neg_()  # dL/dh_z
+                g_feat += torch.bmm(c.Ab.transpose(1, 2), dh.view(N, s * 3, n))
+        gx3d = g_feat[:, :3].transpose(1, 2) if need_x3d else None
+        gx2d = -(g_q.transpose(1, 2) * w2d) if need_x2d else None
+        gw2d = g_w.transpose(1, 2) if need_w2d else None
+        return gx3d, gx2d, gw2d, g_d, *none
+
+
+def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camera: CameraParams, delta: Tensor,
+                     chunk_elems: int = 1 << 18, backend: str = 'auto') -> Tensor:
+    """Huber cost of many poses per object, memory-bounded and differentiable in the correspondences.
+
+    Equal to :func:`.cost.pnp_cost` (same clamping and Huber arithmetic) but fused: nothing of size ``S·N·n`` is
+    kept for the backward pass, which recomputes what it needs.
+
+    Args:
+        x3d: (N, n, 3) metres, object frame. x2d: (N, n, 2) pixels. w2d: (N, n, 2).
+        poses: (S, N, 4) ``[x, y, z, yaw]`` or (S, N, 7) ``[x, y, z, w, i, j, k]``, camera frame. Treated as
+            constants (no gradient flows to the poses or the camera).
+        camera: :class:`CameraParams` (N, ...).
+        delta: (N,) Huber threshold.
+        chunk_elems: points per chunk of the eager implementation (``samples_per_chunk·N·n``).
+        backend: ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks), ``'compile'``
+            (``torch.compile``-fused kernels, ~10× faster on CPU; compiled once per process, falls back to eager
+            with a warning if compilation fails) or ``'auto'`` (compile when ``S·N·n ≥ 2²¹``; set the
+            environment variable ``EPROPNP_DISABLE_COMPILE=1`` to force eager).
+
+    Returns:
+        (S, N) cost, differentiable w.r.t. x3d, x2d, w2d and delta.
+    """
+    if poses.dim() != 3 or poses.shape[1] != x3d.shape[0]:
+        raise ValueError(f'poses must be (S, N, 4|7) with N = {x3d.shape[0]}, got {tuple(poses.shape)}')
+    affine = _pose_affine(poses.detach(), camera.cam_mats.detach())
+    delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
+    compiled = _use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
+    return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),
+                              float(camera.z_min), int(chunk_elems), compiled)
+
+
+# =============================================================================================================
+# Proposals
+# =============================================================================================================
+# κ from the Laplace variance and from the weighted mean resultant length (spec §2.8): 0.33 widens the proposal
+_KAPPA_SCALE = 0.33
+_KAPPA_EPS = 1e-5
+
+
+def _weighted_translation(t: Tensor, w: Tensor, default_diag) -> Tuple[Tensor, Tensor]:
+    """Weighted mean and Cholesky of the weighted covariance: t (M, N, 3), w (M, N) normalised over M."""
+    mu = (w.unsqueeze(-1) * t).sum(dim=0)
+    d = t - mu
+    cov = torch.einsum('mn,mni,mnj->nij', w, d, d)
+    return mu, cholesky_with_fallback(cov, default_diag)
+
+
+@dataclass(frozen=True)
+class Proposal4DoF:
+    """Product proposal ``q(y) = t_ν=3(x, y, z; mode, L L^T) · VonMisesUniformMix(yaw; mode, κ)``.
+
+    Attributes (leading dims ``*`` e.g. (I,) for the stacked AMIS proposals, then N):
+        trans_mode: (*, N, 3) metres; trans_tril: (*, N, 3, 3) scale factor;
+        rot_mode: (*, N) radians; kappa: (*, N) von Mises concentration.
+    Densities are w.r.t. d(x, y, z, yaw) (metres³·radian).
+    """
+    trans_mode: Tensor
+    trans_tril: Tensor
+    rot_mode: Tensor
+    kappa: Tensor
+
+    dof = 4
+    trans_fallback = (1.0, 1.0, 4.0)  # spec §2.8: substituted tril diag (covariance diag(1, 1, 16))
+
+    def sample(self, num: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """(num, N, 4) samples (for unstacked proposals); the first ``round(num/4)`` yaws are uniform."""
+        t = MultivariateStudentT(self.trans_mode, self.trans_tril).sample((num,), generator=generator)
+        yaw = VonMisesUniformMix(self.rot_mode, self.kappa).sample(num, generator=generator)
+        return torch.cat([t, yaw.unsqueeze(-1)], dim=-1)
+
+    def log_prob(self, pose: Tensor) -> Tensor:
+        """Log-density of poses (..., N, 4), broadcast against the parameters' leading dims."""
+        return MultivariateStudentT(self.trans_mode, self.trans_tril).log_prob(pose[..., :3]) + \
+            VonMisesUniformMix(self.rot_mode, self.kappa).log_prob(pose[..., 3])
+
+    @classmethod
+    def initial_fit(cls, pose_opt: Tensor, pose_cov: Tensor) -> 'Proposal4DoF':
+        """From the mode (N, 4) and the Laplace covariance (N, 4, 4) (same frame)."""
+        tril = cholesky_with_fallback(pose_cov[..., :3, :3], cls.trans_fallback)
+        kappa = _KAPPA_SCALE / pose_cov[..., 3, 3].clamp(min=_KAPPA_EPS)
+        return cls(pose_opt[..., :3], tril, pose_opt[..., 3], kappa)
+
+    @classmethod
+    def estimate(cls, samples: Tensor, weights: Tensor) -> 'Proposal4DoF':
+        """Weighted fit: samples (M, N, 4), weights (M, N) summing to one over M (spec §2.8 ``estimate_params``)."""
+        mu, tril = _weighted_translation(samples[..., :3], weights, cls.trans_fallback)
+        yaw = samples[..., 3]
+        m_sin, m_cos = (weights * torch.sin(yaw)).sum(dim=0), (weights * torch.cos(yaw)).sum(dim=0)
+        r2 = m_sin.square() + m_cos.square()
+        # Banerjee et al. approximation of the von Mises MLE
+        kappa = _KAPPA_SCALE * r2.sqrt().clamp(min=_KAPPA_EPS) * (2 - r2) / (1 - r2).clamp(min=_KAPPA_EPS)
+        return cls(mu, tril, torch.atan2(m_sin, m_cos), kappa)
+
+
+@dataclass(frozen=True)
+class Proposal6DoF:
+    """Product proposal: Student-t (ν = 3) translation × angular central Gaussian on the unit quaternion.
+
+    Attributes: trans_mode (*, N, 3), trans_tril (*, N, 3, 3), rot_tril (*, N, 4, 4) (factor of the ACG Σ).
+    Densities are w.r.t. d(x, y, z) × the surface measure of S³.
+    """
+    trans_mode: Tensor
+    trans_tril: Tensor
+    rot_tril: Tensor
+
+    dof = 6
+    trans_fallback = (1.0, 1.0, 1.0)
+    acg_iters = 3
+
+    def sample(self, num: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        t = MultivariateStudentT(self.trans_mode, self.trans_tril).sample((num,), generator=generator)
+        q = AngularCentralGaussian(self.rot_tril).sample((num,), generator=generator)
+        return torch.cat([t, q], dim=-1)
+
+    def log_prob(self, pose: Tensor) -> Tensor:
+        return MultivariateStudentT(self.trans_mode, self.trans_tril).log_prob(pose[..., :3]) + \
+            AngularCentralGaussian(self.rot_tril).log_prob(pose[..., 3:])
+
+    @staticmethod
+    def _acg_tril(sigma: Tensor) -> Tensor:
+        # dispersion floor det(Σ)^(1/4)·1e-3·I keeps the factor well conditioned (spec §2.10)
+        eye = torch.eye(4, dtype=sigma.dtype, device=sigma.device)
+        det = torch.linalg.det(sigma).clamp(min=0)
+        sigma = sigma + det.pow(0.25)[..., None, None] * 1e-3 * eye
+        return cholesky_with_fallback(sigma, (1.0, 1.0, 1.0, 1.0))
+
+    @classmethod
+    def initial_fit(cls, pose_opt: Tensor, pose_cov: Tensor) -> 'Proposal6DoF':
+        """From the mode (N, 7) and the Laplace covariance (N, 6, 6) in the tangent parameterisation."""
+        eye4 = torch.eye(4, dtype=pose_opt.dtype, device=pose_opt.device)
+        trans_tril = cholesky_with_fallback(pose_cov[..., :3, :3], cls.trans_fallback)
+        prec = torch.linalg.inv_ex(pose_cov[..., 3:, 3:])[0]
+        T = quaternion_tangent_matrix(pose_opt[..., 3:])  # (N, 4, 3)
+        sigma = torch.linalg.inv_ex(T @ prec @ T.transpose(-1, -2) + eye4)[0]
+        sigma = sigma / sigma.diagonal(dim1=-2, dim2=-1).sum(dim=-1)[..., None, None]
+        sigma = torch.where(torch.isfinite(sigma).all(dim=-1).all(dim=-1)[..., None, None], sigma, eye4)
+        return cls(pose_opt[..., :3], trans_tril, cls._acg_tril(sigma))
+
+    @classmethod
+    def estimate(cls, samples: Tensor, weights: Tensor, eps: float = 1e-5) -> 'Proposal6DoF':
+        """Weighted fit (spec §2.10): translation as 4-DoF; ACG MLE by 3 fixed-point iterations from Σ = I."""
+        mu, trans_tril = _weighted_translation(samples[..., :3], weights, cls.trans_fallback)
+        q = samples[..., 3:]  # (M, N, 4)
+        eye4 = torch.eye(4, dtype=q.dtype, device=q.device)
+        sigma = eye4.expand(q.shape[1], 4, 4)
+        for _ in range(cls.acg_iters):
+            prec = torch.linalg.inv_ex(sigma)[0]
+            maha = torch.einsum('mni,nij,mnj->mn', q, prec, q)
+            wh = weights / maha.clamp(min=eps)
+            wh = wh / wh.sum(dim=0, keepdim=True)
+            sigma = torch.einsum('mn,mni,mnj->nij', wh, q, q) + eps * eye4
+        return cls(mu, trans_tril, cls._acg_tril(sigma))
+
+
+def _stack_proposals(props):
+    cls = type(props[0])
+    return cls(*[torch.stack([getattr(p, f) for p in props]) for f in cls.__dataclass_fields__])
+
+
+def _keep_finite(new, old):
+    """Per object, keep the previous proposal where the new estimate is not finite (e.g. all weights −inf)."""
+    ok = None
+    for f in type(new).__dataclass_fields__:
+        v = getattr(new, f)
+        fin = torch.isfinite(v).reshape(*v.shape[:1], -1).all(dim=-1)
+        ok = fin if ok is None else ok & fin
+    vals = {}
+    for f in type(new).__dataclass_fields__:
+        v, o = getattr(new, f), getattr(old, f)
+        vals[f] = torch.where(ok.reshape(-1, *([1] * (v.dim() - 1))), v, o)
+    return type(new)(**vals)
+
+
+# =============================================================================================================
+# AMIS
+# =============================================================================================================
+@dataclass(frozen=True)
+class PoseSamples:
+    """Output of :meth:`EProPnPBase.monte_carlo_forward` (poses in the caller's camera frame).
+
+    Attributes:
+        pose_opt: (N, D) LM mode ``y*`` (detached).
+        pose_cov: (N, T, T) Laplace covariance at ``y*`` in the local parameterisation (detached).
+        cost_opt: (N,) cost at ``y*`` (detached).
+        pose_samples: (K, N, D) importance samples (detached).
+        logw: (K, N) log importance weights ``−cost(y_k) − log q̄(y_k)`` (differentiable through the cost).
+        cost_init: (N,) differentiable cost at ``pose_init`` (the target in training), or ``None``.
+        proposal: the stacked AMIS proposals (leading dim ``num_iter``) in the **normalised** frame
+            (translations shifted by ``R·offset``, see :mod:`.normalize`), or the caller's frame if
+            ``offset`` is ``None``.
+        offset: (N, 3) normalisation offset (mean of x3d, object frame), or ``None``.
+    """
+    pose_opt: Tensor
+    pose_cov: Tensor
+    cost_opt: Tensor
+    pose_samples: Tensor
+    logw: Tensor
+    cost_init: Optional[Tensor] = None
+    proposal: Optional[object] = None
+    offset: Optional[Tensor] = None
+
+    @property
+    def log_normalizer(self) -> Tensor:
+        """(N,) Monte-Carlo estimate of ``log ∫ exp(−cost(y)) dy`` = ``logsumexp(logw) − log K``."""
+        return torch.logsumexp(self.logw, dim=0) - math.log(self.logw.shape[0])
+
+    @property
+    def weights(self) -> Tensor:
+        """(K, N) self-normalised importance weights (detached), e.g. for posterior means."""
+        return torch.softmax(self.logw.detach(), dim=0)
+
+
+def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, proposal0,
+         num_samples: int = 512, num_iter: int = 4, generator: Optional[torch.Generator] = None,
+         chunk_elems: int = 1 << 18, backend: str = 'auto') -> Tuple[Tensor, Tensor, object]:
+    """Adaptive multiple importance sampling (paper Algorithm 1, spec §2.7) from a first proposal.
+
+    Args:
+        x3d, x2d, w2d, camera, delta: the problem (x3d in the frame of the proposal, e.g. centred).
+        proposal0: :class:`Proposal4DoF` or :class:`Proposal6DoF` with tensors (N, ...).
+        num_samples: K, total samples; ``num_samples / num_iter`` per round (must divide).
+        num_iter: AMIS rounds (proposals).
+        generator: torch RNG for every draw.
+        chunk_elems, backend: see :func:`sampled_pnp_cost`.
+
+    Returns:
+        samples (K, N, D) (detached), logw (K, N) (differentiable through the cost), stacked proposals (I, N, ...).
+    """
+    if num_samples % num_iter != 0:
+        raise ValueError(f'mc_samples ({num_samples}) must be divisible by num_iter ({num_iter})')
+    S, I = num_samples // num_iter, num_iter
+    N = x3d.shape[0]
+    logq = x3d.new_zeros(I, I, S, N)  # logq[j, i] = log q_j(samples of round i); no grad
+    samples, costs, props = [], [], [proposal0]
+    for i in range(I):
+        prop = props[i]
+        with torch.no_grad():
+            smp = prop.sample(S, generator=generator)
+            samples.append(smp)
+        costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend))
+        with torch.no_grad():
+            all_smp = torch.stack(samples)  # (i+1, S, N, D)
+            logq[i, :i + 1] = prop.log_prob(all_smp)
+            if i > 0:  # old proposals on the new samples: params (i, 1, N, ...) vs samples (S, N, D)
+                old = _stack_proposals(props[:i])
+                old = type(old)(*[getattr(old, f).unsqueeze(1) for f in type(old).__dataclass_fields__])
+                logq[:i, i] = old.log_prob(smp)
+            if i < I - 1:
+                mix = torch.logsumexp(logq[:i + 1, :i + 1], dim=0) - math.log(i + 1)
+                logw = -torch.stack(costs).detach() - mix  # (i+1, S, N)
+                w = torch.softmax(logw.reshape(-1, N), dim=0)
+                new = type(prop).estimate(all_smp.reshape(-1, N, all_smp.shape[-1]), w)
+                props.append(_keep_finite(new, prop))
+    with torch.no_grad():
+        mix = torch.logsumexp(logq, dim=0) - math.log(I)  # balance heuristic over all proposals
+    logw = -torch.stack(costs) - mix
+    return torch.stack(samples).reshape(num_samples, N, -1), logw.reshape(num_samples, N), _stack_proposals(props)
+
+
+# =============================================================================================================
+# Modules
+# =============================================================================================================
+class EProPnPBase(nn.Module):
+    """Configuration holder for the EPro-PnP layer (no buffers, nothing mutated by calls).
+
+    Args:
+        mc_samples: K, Monte-Carlo samples per object (512 in v1-basic, 128 in v1b/v2).
+        num_iter: AMIS rounds (4); ``mc_samples`` must be divisible by it.
+        normalize: centre x3d before solving/sampling (spec §2.6; all configs use True).
+        relative_delta: adaptive Huber δ factor used when no ``delta`` is passed.
+        solver_cfg: keyword arguments of :func:`.solver.solve_pnp` for the training solve
+            (default: 10 trust-region LM iterations after RSLM init).
+        chunk_elems, cost_backend: chunking and backend (``'auto'``, ``'eager'``, ``'compile'``) of
+            :func:`sampled_pnp_cost`.
+    """
+    proposal_cls = Proposal4DoF
+
+    def __init__(self, mc_samples: int = 512, num_iter: int = 4, normalize: bool = True, relative_delta: float = 0.5,
+                 solver_cfg: Optional[dict] = None, chunk_elems: int = 1 << 18, cost_backend: str = 'auto'):
+        super().__init__()
+        if mc_samples % num_iter != 0:
+            raise ValueError(f'mc_samples ({mc_samples}) must be divisible by num_iter ({num_iter})')
+        self.mc_samples, self.num_iter, self.normalize = int(mc_samples), int(num_iter), bool(normalize)
+        self.relative_delta = float(relative_delta)
+        self.solver_cfg = dict(num_iter=10) if solver_cfg is None else dict(solver_cfg)
+        self.chunk_elems = int(chunk_elems)
+        self.cost_backend = str(cost_backend)
+
+    @property
+    def dof(self) -> int:
+        return self.proposal_cls.dof
+
+    def extra_repr(self) -> str:
+        return (f'dof={self.dof}, mc_samples={self.mc_samples}, num_iter={self.num_iter}, '
+                f'normalize={self.normalize}, solver_cfg={self.solver_cfg}')
+
+    def _delta(self, x2d: Tensor, w2d: Tensor, delta: Optional[Tensor]) -> Tensor:
+        # v1 behaviour: δ from x2d.detach() and a differentiable w2d
+        return adaptive_huber_delta(x2d.detach(), w2d, self.relative_delta) if delta is None else delta
+
+    def solve(self, x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Optional[Tensor] = None,
+              **kwargs) -> PnPSolution:
+        """Forward to :func:`.solver.solve_pnp` with this layer's dof/normalisation and solver settings;
+        ``kwargs`` override per call (e.g. ``fast_mode=True, num_iter=5`` for inference)."""
+        cfg = dict(self.solver_cfg, normalize=self.normalize, dof=self.dof)
+        cfg.update(kwargs)
+        return solve_pnp(x3d, x2d, w2d, camera, self._delta(x2d, w2d, delta).detach(), **cfg)
+
+    forward = solve
+
+    def monte_carlo_forward(self, x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams,
+                            delta: Optional[Tensor] = None, pose_init: Optional[Tensor] = None,
+                            force_init_solve: bool = True, generator: Optional[torch.Generator] = None,
+                            mc_samples: Optional[int] = None, **solver_kwargs) -> PoseSamples:
+        """Solve, then sample the pose posterior with AMIS (spec §2.7).
+
+        Args:
+            x3d: (N, n, 3) metres, object frame. x2d: (N, n, 2) pixels. w2d: (N, n, 2) weights.
+            camera: :class:`CameraParams` (N, ...).
+            delta: (N,) Huber threshold; default ``adaptive_huber_delta(x2d.detach(), w2d, relative_delta)``
+                (differentiable in w2d, as v1).
+            pose_init: (N, D) camera frame, e.g. the ground truth in training; its cost is returned as
+                ``cost_init`` (differentiable) and it competes with the RSLM initialisation.
+            force_init_solve: with ``pose_init``, also run RSLM and keep the better start per object.
+            generator: torch RNG for RSLM and every Monte-Carlo draw.
+            mc_samples: override ``self.mc_samples`` for this call (must be divisible by ``num_iter``).
+            **solver_kwargs: per-call overrides of the solver settings.
+
+        Returns:
+            :class:`PoseSamples`.
+        """
+        K = self.mc_samples if mc_samples is None else int(mc_samples)
+        delta = self._delta(x2d, w2d, delta)
+        offset = None
+        x3d_n, pose_init_n = x3d, pose_init
+        if self.normalize:
+            offset, x3d_n, pose_init_n = pnp_normalize(x3d, pose_init)
+        cfg = dict(self.solver_cfg, dof=self.dof)
+        cfg.update(solver_kwargs)
+        cfg.update(normalize=False, with_cov=True, pose_init=pose_init_n, force_init_solve=force_init_solve,
+                   generator=generator)
+        sol = solve_pnp(x3d_n, x2d, w2d, camera, delta.detach(), **cfg)
+        cost_init = None
+        if pose_init_n is not None:
+            cost_init = sampled_pnp_cost(x3d_n, x2d, w2d, pose_init_n.detach()[None], camera, delta,
+                                         self.chunk_elems, 'eager')[0]
+        with torch.no_grad():
+            prop0 = self.proposal_cls.initial_fit(sol.pose, sol.cov)
+        samples, logw, props = amis(x3d_n, x2d, w2d, camera, delta, prop0, K, self.num_iter, generator,
+                                    self.chunk_elems, self.cost_backend)
+        pose_opt, pose_cov = sol.pose, sol.cov
+        if self.normalize:
+            pose_cov = pnp_denormalize_cov(offset, pose_opt, pose_cov)
+            pose_opt = pnp_denormalize(offset, pose_opt)
+            samples = pnp_denormalize(offset, samples)
+        return PoseSamples(pose_opt=pose_opt, pose_cov=pose_cov, cost_opt=sol.cost, pose_samples=samples,
+                           logw=logw, cost_init=cost_init, proposal=props, offset=offset)
+
+
+class EProPnP4DoF(EProPnPBase):
+    """EPro-PnP layer for 4-DoF poses ``[x, y, z, yaw]`` (yaw about the camera y axis), as used by the detector.
+
+    >>> layer = EProPnP4DoF(mc_samples=64, num_iter=4)
+    >>> layer.dof
+    4
+    """
+    proposal_cls = Proposal4DoF
+
+
+class EProPnP6DoF(EProPnPBase):
+    """EPro-PnP layer for 6-DoF poses ``[x, y, z, w, i, j, k]`` (unit quaternion, real first)."""
+    proposal_cls = Proposal6DoF
+
