@@ -1,0 +1,78 @@
+"""Helpers shared by ``tools/benchmarks/*.py``: config loading with a data-root override, table formatting."""
+import os.path as osp
+import sys
+from typing import List, Optional, Sequence
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # run from a clone without installing
+
+
+def set_data_root(cfg, data_root: str) -> None:
+    """Points every dataloader dataset and evaluator of ``cfg`` (an mmengine Config) at ``data_root``.
+
+    Config variables such as ``data_root`` are resolved when the file is parsed, so ``--cfg-options
+    data_root=...`` would not reach the datasets; this rewrites the resolved fields instead. ``ann_file`` of the
+    evaluators (a path joined with the old root) becomes ``<data_root>/<basename>``.
+    """
+    root = data_root.rstrip('/') + '/'
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        ds = loader['dataset']
+        while 'dataset' in ds and 'data_root' not in ds:  # wrappers (RepeatDataset, CBGSDataset, ...)
+            ds = ds['dataset']
+        ds['data_root'] = root
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(key)
+        if not evaluators:
+            continue
+        for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+            if 'data_root' in ev:
+                ev['data_root'] = root
+            if ev.get('ann_file'):
+                ev['ann_file'] = root + osp.basename(ev['ann_file'])
+
+
+def load_config(path: str, data_root: Optional[str] = None, cfg_options: Optional[dict] = None):
+    """``Config.fromfile`` (runs ``custom_imports``), registers mmdet3d's modules, sets the default scope, then
+    applies ``data_root`` (see :func:`set_data_root`) and ``cfg_options``."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config not found: {path}')
+    from mmdet3d.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(path)
+    register_all_modules(init_default_scope=False)
+    init_default_scope(cfg.get('default_scope', 'mmdet3d'))
+    if data_root:
+        set_data_root(cfg, data_root)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def model_name(config_path: str) -> str:
+    """``configs/baselines/fcos3d_r18_synthetic.py`` -> ``fcos3d_r18_synthetic`` (the work-dir name)."""
+    return osp.splitext(osp.basename(config_path))[0]
+
+
+def format_table(header: Sequence[str], rows: List[Sequence], title: Optional[str] = None) -> str:
+    """Plain-text (and Markdown-compatible) table: ``| a | b |`` rows with a ``|---|`` separator. Floats are
+    printed with 4 significant decimals unless pre-formatted as strings; ``None`` prints as ``n/a``."""
+    def cell(v):
+        if v is None:
+            return 'n/a'
+        if isinstance(v, float):
+            return f'{v:.4f}'
+        return str(v)
+
+    body = [[cell(v) for v in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
+    lines = [] if title is None else [title]
+    lines.append('| ' + ' | '.join(h.ljust(w) for h, w in zip(header, widths)) + ' |')
+    lines.append('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    for r in body:
+        lines.append('| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)) + ' |')
+    return '\n'.join(lines)
