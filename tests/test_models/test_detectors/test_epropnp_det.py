@@ -37,8 +37,9 @@ def _sample(boxes, labels, flip=False):
 @pytest.fixture(scope='module')
 def model():
     cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/epropnp_det_r18_cpu.py'))
-    import epropnp_det.datasets  # noqa: F401  (data preprocessor)
     from mmengine.registry import init_default_scope
+
+    import epropnp_det.datasets  # noqa: F401  (data preprocessor)
     init_default_scope('mmdet3d')
     torch.manual_seed(0)
     m = MODELS.build(cfg.model)
