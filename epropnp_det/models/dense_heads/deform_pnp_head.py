@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from epropnp_det.ops.pnp.cost import adaptive_huber_delta
 from epropnp_det.ops.pnp.epropnp import EProPnP4DoF
+from epropnp_det.ops.pnp.losses import MonteCarloPoseLoss
 from epropnp_det.ops.pnp.regularization import derivative_regularization
 from epropnp_det.ops.pnp.types import CameraParams
 
@@ -59,7 +60,8 @@ class EProPnPDeformPnPHead(BaseModule):
         center_target, object_sampler: ``TASK_UTILS`` configs.
         pnp: kwargs of :class:`~epropnp_det.ops.pnp.epropnp.EProPnP4DoF` (``mc_samples``, ``num_iter``,
             ``solver_cfg``...).
-        loss_pose: ``dict(loss_weight, momentum)`` of the Monte-Carlo pose loss and its norm-factor EMA.
+        loss_pose: ``dict(loss_weight, momentum)`` of :class:`~epropnp_det.ops.pnp.losses.MonteCarloPoseLoss` (KL
+            estimate incl. the −log K constant, non-finite objects excluded and logged as ``num_nonfinite_pose``).
         loss_dim, loss_score, loss_velo, loss_attr: mmdet loss configs; loss_reg_pos / loss_reg_orient:
             ``dict(loss_weight, beta)`` of the derivative regularisation (None disables it).
         train_cfg: ``dict(num_obj_samples_per_img)`` overrides; test_cfg: ``score_thr, max_per_img,
@@ -109,8 +111,8 @@ class EProPnPDeformPnPHead(BaseModule):
             type='EProPnPObjectSampler', num_per_img=train_cfg.get('num_obj_samples_per_img', 48)),
             **object_sampler))
         self.pnp = EProPnP4DoF(**pnp)
-        self.loss_pose_cfg = dict(dict(loss_weight=0.15, momentum=0.01), **loss_pose)
-        self.register_buffer('norm_factor', torch.tensor(1.0))
+        self.loss_pose = MonteCarloPoseLoss(**dict(dict(loss_weight=0.15, momentum=0.01), **loss_pose),
+                                            reduce_fn=reduce_mean)  # norm-factor EMA all-reduced across ranks
         self.loss_dim, self.loss_score = MODELS.build(loss_dim), MODELS.build(loss_score)
         self.loss_velo = MODELS.build(loss_velo) if loss_velo is not None else None
         self.loss_attr = MODELS.build(loss_attr) if loss_attr is not None else None
@@ -234,16 +236,15 @@ class EProPnPDeformPnPHead(BaseModule):
         noc, x2d, w2d, dims, scale = out['noc'], out['x2d'], out['w2d'], out['dims'], out['scale']
         dim_tgt = self.object_branches.dim_coder.encode(boxes[:, :3], labels)
         losses = dict(loss_dim=self.loss_dim(out['dim_enc'], dim_tgt, weight=w[:, None], avg_factor=3 * avg))
-        # ---- Monte-Carlo pose loss with the running norm factor of the weight scales (spec §2.11)
-        batch_norm = (scale * w[:, None]).sum() / max(2 * N, 1)
-        if self.training:
-            mom = self.loss_pose_cfg['momentum']
-            self.norm_factor.mul_(1 - mom).add_(mom * reduce_mean(batch_norm.detach()))
+        # ---- Monte-Carlo pose loss with the running norm factor of the weight scales (spec §2.11); with no sample
+        # this rank still enters its batch statistic (0) into the all-reduced EMA, as the original does
+        batch_norm = ((scale * w[:, None]).sum() / max(2 * N, 1)).detach()
         empty_graph = noc.sum() * 0 + x2d.sum() * 0 + w2d.sum() * 0 + scale.sum() * 0 + dims.sum() * 0
         pose_gt = boxes[:, 3:7]
         if N == 0:
             zero = empty_graph + out['score_logit'].sum() * 0
-            losses.update(loss_pose=zero, loss_score=zero, ate=zero.detach())
+            self.loss_pose(boxes.new_zeros(0), boxes.new_zeros(1, 0), batch_norm_factor=batch_norm)
+            losses.update(loss_pose=zero, loss_score=zero, ate=zero.detach(), num_nonfinite_pose=zero.detach())
             if self.loss_reg_pos_cfg is not None:
                 losses['loss_reg_pos'] = zero
             if self.loss_reg_orient_cfg is not None:
@@ -253,8 +254,9 @@ class EProPnPDeformPnPHead(BaseModule):
             x3d, w2d_s = noc * dims[:, None], w2d * scale[:, None]
             mc = self.pnp.monte_carlo_forward(x3d, x2d.detach(), w2d_s, camera, pose_init=pose_gt,
                                               force_init_solve=True)
-            per_obj = torch.nan_to_num(mc.cost_init + torch.logsumexp(mc.logw, dim=0), nan=0.)
-            losses['loss_pose'] = (per_obj * w).sum() / avg * self.loss_pose_cfg['loss_weight'] / self.norm_factor
+            pose_loss = self.loss_pose(mc.cost_init, mc.logw, batch_norm_factor=batch_norm, weight=w, avg_factor=avg)
+            losses['loss_pose'] = pose_loss.loss
+            losses['num_nonfinite_pose'] = pose_loss.num_nonfinite.to(boxes)  # objects excluded (NaN/Inf)
             delta = adaptive_huber_delta(x2d.detach(), w2d_s).detach()
             reg = derivative_regularization(noc * dims.detach()[:, None], x2d, w2d * scale.detach()[:, None], camera,
                                             delta, pose_gt, beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0))
@@ -268,7 +270,7 @@ class EProPnPDeformPnPHead(BaseModule):
                 losses['loss_reg_orient'] = ((reg['loss_orient'] * w).sum() / avg *
                                              self.loss_reg_orient_cfg['loss_weight'])
             losses['ate'] = ((te * w).sum() / avg).detach()
-        losses['norm_factor'] = self.norm_factor.detach().clone()
+        losses['norm_factor'] = self.loss_pose.norm_factor.detach().clone()
         # ---- velocity and attributes (spec §5.7)
         if self.loss_velo is not None and out['velo'] is not None:
             if 'velocities' in gt_extra:

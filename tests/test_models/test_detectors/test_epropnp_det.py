@@ -93,4 +93,4 @@ def test_paper_config_builds_with_the_spec_sizes():
     head = MODELS.build(cfg.model.bbox_head)
     assert head.sampler.num_points == 32 and head.sampler.num_heads == 8 and head.pnp.mc_samples == 512
     assert head.fcos_head.strides == (8, 16, 32, 64, 128) and head.dense_branch.strides == (4, 8, 16, 32)
-    assert head.object_sampler.num_per_img == 48 and head.loss_pose_cfg['loss_weight'] == 0.15
+    assert head.object_sampler.num_per_img == 48 and head.loss_pose.loss_weight == 0.15
