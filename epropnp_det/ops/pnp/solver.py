@@ -38,9 +38,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .cost import adaptive_huber_delta, normal_equations
-from .kernels import Prepared, cost_prepared, normal_equations_prepared, prepare
-from .linalg import spd_inverse, spd_solve
+from .cost import adaptive_huber_delta
+from .kernels import Prepared, cost_prepared, normal_equations_planes, pack_matrix, prepare
+from .linalg import ldl_solve_planes, spd_inverse
 from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
 from .rotation import quaternion_retract, random_quaternion
 from .types import CameraParams, PnPSolution
@@ -95,34 +95,76 @@ def lm_solve(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Camera
     return _lm_loop(prepare(x3d, x2d, w2d), pose, camera, delta, num_iter, fast_mode, **kwargs)
 
 
+# elements (points × poses) per chunk: small enough that the ~20 live per-point arrays stay in the CPU caches,
+# large enough that per-op dispatch overhead stays small (measured on a 2-core EPYC, float32)
+CHUNK_ELEMS = 1 << 18
+
+
+def _chunks(total: int, per_item: int, chunk_elems: Optional[int]):
+    chunk_elems = CHUNK_ELEMS if chunk_elems is None else chunk_elems
+    step = max(1, chunk_elems // max(per_item, 1))
+    return [(i, min(i + step, total)) for i in range(0, total, step)]
+
+
+def _slice_problem(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, a: int, b: int):
+    """Rows a:b of the leading dim of pose/prep; camera and delta too when that dim is the object dim."""
+    sub = prep.slice(a, b)
+    if pose.dim() == 2:
+        return sub, pose[a:b], camera.index(slice(a, b)), delta[a:b]
+    return sub, pose[a:b], camera, delta
+
+
+def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int,
+                     fast_mode: bool, chunk_elems: Optional[int] = None, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`_lm_loop` over independent chunks of the leading dim (objects, or RSLM proposals)."""
+    total = pose.shape[0]
+    per_item = prep.xs[0, :1].numel()
+    parts = [_lm_loop(*_slice_problem(prep, pose, camera, delta, a, b), num_iter=num_iter, fast_mode=fast_mode,
+                      **kwargs) for a, b in _chunks(total, per_item, chunk_elems)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(t) for t in zip(*parts))
+
+
+def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Tensor,
+                  chunk_elems: Optional[int] = None) -> Tensor:
+    """Full-set cost (S, N) of poses (S, N, D) with prep (·, N, n), chunked over objects."""
+    S, N = poses.shape[:2]
+    parts = [cost_prepared(prep.slice(a, b), poses[:, a:b], camera.index(slice(a, b)), delta[a:b])
+             for a, b in _chunks(N, S * prep.num_points, chunk_elems)]
+    return torch.cat(parts, dim=-1)
+
+
 def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int = 10,
              fast_mode: bool = False, eps: float = 1e-5, min_lm_diagonal: float = 1e-6,
              max_lm_diagonal: float = 1e32, min_relative_decrease: float = 1e-3,
              initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16
              ) -> Tuple[Tensor, Tensor, Tensor]:
+    # small matrices are lists of (*, N) planes: element-wise ops on tiny trailing dims are slow on CPU
     clip = not fast_mode
-    jtj, jtr, cost = normal_equations_prepared(prep, pose, camera, delta, clip_jac=clip)
-    batch = cost.shape
+    A, g, cost = normal_equations_planes(prep, pose, camera, delta, clip_jac=clip)
+    T = len(g)
     if fast_mode:
-        mu = cost.new_zeros(batch)
+        mu = torch.zeros_like(cost)
     else:
-        radius = cost.new_full(batch, initial_trust_region_radius)
-        decrease = cost.new_full(batch, 2.0)
+        radius = torch.full_like(cost, initial_trust_region_radius)
+        decrease = torch.full_like(cost, 2.0)
     for _ in range(num_iter):
-        diag = jtj.diagonal(dim1=-2, dim2=-1)
         if fast_mode:
-            damp = diag * mu.unsqueeze(-1) + eps
+            damp = [A[i][i] * mu + eps for i in range(T)]
         else:
-            damp = diag.clamp(min_lm_diagonal, max_lm_diagonal) / radius.unsqueeze(-1) + eps
-        step = -spd_solve(_add_diag(jtj, damp), jtr)
-        pose_new = retract(pose, step)
-        jtj_new, jtr_new, cost_new = normal_equations_prepared(prep, pose_new, camera, delta, clip_jac=clip)
+            inv_r = radius.reciprocal()
+            damp = [A[i][i].clamp(min_lm_diagonal, max_lm_diagonal) * inv_r + eps for i in range(T)]
+        step = [-x for x in ldl_solve_planes(A, g, damp)]
+        pose_new = retract(pose, torch.stack(step, dim=-1))
+        A_new, g_new, cost_new = normal_equations_planes(prep, pose_new, camera, delta, clip_jac=clip)
         ok = _accept(pose_new, cost_new)
         if fast_mode:
             success = ok & (cost_new <= cost)
             mu = torch.where(success, mu * 0.1, (mu * 10).clamp(min=1e-3))
         else:
-            model_change = -(step * ((jtj @ step.unsqueeze(-1)).squeeze(-1) * 0.5 + jtr)).sum(dim=-1)
+            # model_change = −stepᵀ(A·step/2 + g)
+            model_change = sum(-step[i] * (0.5 * sum(A[i][j] * step[j] for j in range(T)) + g[i]) for i in range(T))
             rel = (cost - cost_new) / model_change
             success = ok & (rel >= min_relative_decrease) & (model_change > 0)
             # Ceres-style update; the clamp comes after both branches (fixes spec §13.12)
@@ -132,9 +174,11 @@ def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, 
             decrease = torch.where(success, 2.0, decrease * 2)
         pose = _where(success, pose_new, pose)
         cost = torch.where(success, cost_new, cost)
-        jtj = _where(success, jtj_new, jtj)
-        jtr = _where(success, jtr_new, jtr)
-    return pose, cost, jtj
+        for i in range(T):
+            g[i] = torch.where(success, g_new[i], g[i])
+            for j in range(i + 1):
+                A[i][j] = A[j][i] = torch.where(success, A_new[i][j], A[i][j])
+    return pose, cost, pack_matrix(A)
 
 
 def center_based_init(x3d: Tensor, x2d: Tensor, camera: CameraParams, dof: int = 4) -> Tensor:
@@ -239,16 +283,14 @@ def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
 
 
 def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof, fast_mode, generator,
-          cost_chunk: int = 1 << 20, **lm_kwargs):
+          **lm_kwargs):
     N, n = x3d.shape[-3], x3d.shape[-2]
     P, m = num_proposals, min(num_points, n)
     probs = torch.nan_to_num(w2d.mean(dim=-1), nan=0.0, posinf=0.0).clamp(min=0)
     valid_obj = probs.sum(dim=-1, keepdim=True) > 0
     probs = torch.where(valid_obj, probs, torch.ones_like(probs))
     idx, valid = sample_subsets(probs, P, m, generator)
-    sub = prep.gather(idx)
-    vw = valid.unsqueeze(-2).to(sub.w.dtype)
-    sub = sub._replace(w=sub.w * vw, w2=sub.w2 * vw)
+    sub = prep.gather(idx).mask_points(valid)
 
     t0 = center_based_init(x3d, x2d, camera, dof).expand(P, N, 3)
     if dof == 4:
@@ -256,10 +298,9 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     else:
         rot0 = random_quaternion((P, N), dtype=x3d.dtype, device=x3d.device, generator=generator)
     pose0 = torch.cat([t0, rot0], dim=-1)
-    poses, _, _ = _lm_loop(sub, pose0, camera, delta, num_iter=num_iter, fast_mode=fast_mode, **lm_kwargs)
-    # full-set cost of every proposal, chunked over proposals to bound memory
-    step = max(1, cost_chunk // max(N * n, 1))
-    costs = torch.cat([cost_prepared(prep, poses[i:i + step], camera, delta) for i in range(0, P, step)])
+    poses, _, _ = _lm_loop_chunked(sub, pose0, camera, delta, num_iter=num_iter, fast_mode=fast_mode, **lm_kwargs)
+    # full-set cost of every proposal, chunked over objects (bounded memory, cache-friendly)
+    costs = _cost_chunked(prep, poses, camera, delta)
     costs = torch.nan_to_num(costs, nan=math.inf)
     best_cost, best = costs.min(dim=0)
     pose = poses.gather(0, best[None, :, None].expand(1, N, poses.shape[-1])).squeeze(0)
@@ -273,8 +314,9 @@ def gn_step(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraP
     Gradients flow to x3d, x2d, w2d and delta through the Jacobian (including the clamped ``z``/``x2d``), the
     residual and the IRLS weight (spec §2.4 ``gn_step``, §2.3).
     """
-    jtj, jtr, _ = normal_equations(x3d, x2d, w2d, pose, camera, delta, clip_jac=clip_jac)
-    return -spd_solve(_add_diag(jtj, jtj.new_full(jtj.shape[:-1], eps)), jtr)
+    A, g, _ = normal_equations_planes(prepare(x3d, x2d, w2d), pose, camera, delta, clip_jac=clip_jac)
+    step = ldl_solve_planes(A, g, [torch.full_like(g[0], eps)] * len(g))
+    return -torch.stack(step, dim=-1)
 
 
 def compute_pose_plus(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
@@ -374,7 +416,8 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
                 cost_i = cost_prepared(prep, pose_n, camera, delta_d)
                 pose_r = _where(cost_i < cost_r, pose_n, pose_r)
             pose_n = pose_r
-        pose_n, cost, jtj = _lm_loop(prep, pose_n, camera, delta_d, num_iter=num_iter, fast_mode=fast_mode, **kw)
+        pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter, fast_mode=fast_mode,
+                                             **kw)
         cov = None
         if with_cov:
             cov = laplace_covariance(jtj, eps)
