@@ -88,3 +88,17 @@ def test_dataset_rejects_plain_mmdet3d_infos(root, tmp_path):
     mmengine.dump(data, osp.join(tmp_path, 'plain.pkl'))
     with pytest.raises(KeyError, match='create_data'):
         build_dataset(root, [], ann_file=str(tmp_path / 'plain.pkl'))
+
+
+def test_create_data_cli(root, tmp_path):
+    import importlib.util
+    path = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'create_data.py')
+    spec = importlib.util.spec_from_file_location('_create_data_cli', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(['nuscenes', '--root-path', root, '--out-dir', str(tmp_path), '--version', 'v1.0-mini',
+              '--max-sweeps', '0'])
+    data = mmengine.load(str(tmp_path / 'nuscenes_infos_val.pkl'))
+    assert data['metainfo']['epropnp_fields'] == '1.0' and len(data['data_list']) == 2
+    with pytest.raises(SystemExit, match='error'):
+        mod.main(['nuscenes', '--root-path', str(tmp_path / 'missing'), '--version', 'v1.0-mini'])

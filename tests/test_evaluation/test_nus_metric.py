@@ -157,3 +157,20 @@ def test_restricted_attributes():
     assert restricted_attribute('bicycle', attr_label=ATTRIBUTES.index('cycle.with_rider')) == 'cycle.with_rider'
     assert restricted_attribute('bus', attr_label=8) == 'vehicle.moving'   # out of set -> class default
     assert restricted_attribute('truck') == 'vehicle.parked'
+
+
+def test_evaluator_path_with_det3d_data_samples(root, gt_predictions, tmp_path):
+    """The mmengine Evaluator (what tools/test.py uses) converts data samples to dicts before ``process``."""
+    from mmdet3d.structures import Det3DDataSample
+    from mmengine.evaluator import Evaluator
+    meta, preds = gt_predictions
+    evaluator = Evaluator(build_metric(root, format_only=True, jsonfile_prefix=str(tmp_path)))
+    evaluator.dataset_meta = meta
+    for p in preds:
+        ds = Det3DDataSample(metainfo=dict(sample_idx=p['sample_idx']))
+        ds.pred_instances_3d = p['pred_instances_3d']
+        ds.pred_instances = InstanceData()
+        evaluator.process(data_samples=[ds], data_batch={})
+    assert evaluator.evaluate(len(preds)) == {}
+    sub = json.loads((tmp_path / 'results_nusc.json').read_text())
+    assert sub['meta'] == META and sum(len(v) for v in sub['results'].values()) > 20
