@@ -99,8 +99,9 @@ class PnPSolution:
         cost: (N,) robust cost at ``pose`` (the final pose, not one step stale); detached.
         cov: (N, T, T) Laplace covariance ``inv(J~^T J~ + eps I)`` at ``pose`` in the local (tangent)
             parameterisation, or ``None`` if not requested. With ``normalize=True`` the covariance is that of the
-            normalised parameters; it is mapped back to the caller's frame (exact for 4-DoF, see
-            :func:`~epropnp_det.ops.pnp.normalize.pnp_denormalize_cov`).
+            normalised parameters; it is mapped back to the caller's frame by the linearised change of variables
+            (:func:`~epropnp_det.ops.pnp.normalize.pnp_denormalize_cov`); ``eps·I`` is added in the normalised
+            frame.
         pose_plus: (N, D) ``pose`` plus one differentiable Gauss-Newton step (spec §2.12), or ``None``.
     """
     pose: Tensor
