@@ -1,38 +1,49 @@
 """Helpers shared by ``tools/benchmarks/*.py``: config loading with a data-root override, table formatting."""
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # run from a clone without installing
 
 
-def set_data_root(cfg, data_root: str) -> None:
-    """Points every dataloader dataset and evaluator of ``cfg`` (an mmengine Config) at ``data_root``.
+def data_root_options(cfg, data_root: str) -> Dict[str, str]:
+    """Dotted ``--cfg-options`` keys that point every dataloader dataset and evaluator of ``cfg`` (an mmengine
+    Config) at ``data_root``.
 
     Config variables such as ``data_root`` are resolved when the file is parsed, so ``--cfg-options
-    data_root=...`` would not reach the datasets; this rewrites the resolved fields instead. ``ann_file`` of the
-    evaluators (a path joined with the old root) becomes ``<data_root>/<basename>``.
+    data_root=...`` would not reach the datasets; these options rewrite the resolved fields instead. An
+    evaluator's ``ann_file`` becomes ``<data_root>/<its basename>``. Dataset wrappers (``dataset.dataset``) are
+    followed.
     """
     root = data_root.rstrip('/') + '/'
+    opts = {}
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(key)
         if not loader:
             continue
-        ds = loader['dataset']
-        while 'dataset' in ds and 'data_root' not in ds:  # wrappers (RepeatDataset, CBGSDataset, ...)
-            ds = ds['dataset']
-        ds['data_root'] = root
+        path, ds = f'{key}.dataset', loader['dataset']
+        while 'data_root' not in ds and 'dataset' in ds:  # RepeatDataset, CBGSDataset, ...
+            path, ds = f'{path}.dataset', ds['dataset']
+        opts[f'{path}.data_root'] = root
     for key in ('val_evaluator', 'test_evaluator'):
         evaluators = cfg.get(key)
         if not evaluators:
             continue
-        for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+        items = list(enumerate(evaluators)) if isinstance(evaluators, (list, tuple)) else [(None, evaluators)]
+        for i, ev in items:
+            path = key if i is None else f'{key}.{i}'
             if 'data_root' in ev:
-                ev['data_root'] = root
+                opts[f'{path}.data_root'] = root
             if ev.get('ann_file'):
-                ev['ann_file'] = root + osp.basename(ev['ann_file'])
+                opts[f'{path}.ann_file'] = root + osp.basename(ev['ann_file'])
+    return opts
+
+
+def set_data_root(cfg, data_root: str) -> None:
+    """Applies :func:`data_root_options` to ``cfg`` in place."""
+    cfg.merge_from_dict(data_root_options(cfg, data_root))
 
 
 def load_config(path: str, data_root: Optional[str] = None, cfg_options: Optional[dict] = None):
