@@ -303,6 +303,46 @@ class EProPnPDeformPnPHead(BaseModule):
                                     value_map, meta)
         return self.predict_by_feat(out, cand, meta, len(metas))
 
+    def predict_flip_tta(self, x: Sequence[Tensor], x_flip: Sequence[Tensor], batch_data_samples: list,
+                         batch_data_samples_flip: list) -> List[InstanceData]:
+        """Flip test-time augmentation by merging correspondences (spec §6.4).
+
+        Class / centerness logits of both branches are averaged (flipped maps mirrored back along the width;
+        exact only where ``w_feat·σ`` equals the image width, spec §13.10) and candidates are selected once; each
+        branch then runs its own sub-heads (own key/value maps, ``img_transform`` and flip flag, embeddings and
+        reference points gathered at the same indices); the ``2n`` correspondences are concatenated (x2d are
+        original coordinates and NOC are flip-corrected, so they are compatible; each branch's w2d carries its
+        own scale) and solved by one PnP. Dims are averaged in log space (fix of spec §13.22, which averages
+        them arithmetically); 3D scores, velocities and attribute logits arithmetically.
+        """
+        (cls, centers, ctrness, embs), dense = self(x)
+        (cls_f, centers_f, ctrness_f, embs_f), dense_f = self(x_flip)
+        mirror = lambda maps: [t.flip(-1) for t in maps]  # noqa: E731
+        cls_avg = [(a + b) / 2 for a, b in zip(cls, mirror(cls_f))]
+        ctr_avg = [(a + b) / 2 for a, b in zip(ctrness, mirror(ctrness_f))]
+        cfg = self.test_cfg
+        ref = cls[0]
+        metas = [self._metas([ds.metainfo for ds in samples], ref)
+                 for samples in (batch_data_samples, batch_data_samples_flip)]
+        outs, cand = [], None
+        for (c, e, dense_feats), meta in zip(((centers, embs, dense), (mirror(centers_f), mirror(embs_f), dense_f)),
+                                             metas):
+            cand = self.fcos_head.get_candidates(cls_avg, c, ctr_avg, e, cfg['score_thr'], cfg['max_per_img'])
+            key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
+            outs.append(self.forward_subheads(cand.emb, cand.centers, cand.strides, cand.img_inds, cand.labels,
+                                              key_map, value_map, meta))
+        a, b = outs
+        mean_prob = (a['score_logit'].sigmoid() + b['score_logit'].sigmoid()) / 2
+        merged = dict(
+            noc=torch.cat((a['noc'], b['noc']), 1), x2d=torch.cat((a['x2d'], b['x2d']), 1),
+            w2d=torch.cat((a['w2d'] * a['scale'][:, None], b['w2d'] * b['scale'][:, None]), 1),
+            scale=torch.ones_like(a['scale']), dims=((a['dims'].log() + b['dims'].log()) / 2).exp(),
+            score_logit=torch.logit(mean_prob, eps=1e-6),
+            velo=None if a['velo'] is None else (a['velo'] + b['velo']) / 2,
+            attr_logits=None if a['attr_logits'] is None else (a['attr_logits'] + b['attr_logits']) / 2)
+        # the candidates' FCOS scores come from the averaged maps and are identical in both branches
+        return self.predict_by_feat(merged, cand, metas[0], len(batch_data_samples))
+
     def predict_by_feat(self, out: dict, cand, meta: dict, num_imgs: int) -> List[InstanceData]:
         """PnP + post-processing of the candidates (spec §6.2–6.3)."""
         from epropnp_det.structures.boxes import model_to_cam_boxes

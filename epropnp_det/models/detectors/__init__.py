@@ -1,3 +1,4 @@
 from .epropnp_det import EProPnPDet
+from .flip_tta import EProPnPFlipTTAModel
 
-__all__ = ['EProPnPDet']
+__all__ = ['EProPnPDet', 'EProPnPFlipTTAModel']

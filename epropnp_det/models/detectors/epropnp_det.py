@@ -5,7 +5,7 @@
 ``CameraInstance3DBoxes`` box_dim 9 in the original camera frame, ``scores_3d``, ``labels_3d``, ``attr_labels``,
 plus ``pose_cov`` (n, 4, 4) and, with ``test_cfg.mc_samples > 0``, ``pose_samples`` / ``pose_sample_weights``)
 and ``pred_instances`` (projected 2D boxes in original-image pixels, FCOS class scores, labels).
-Flip test-time augmentation (spec §6.4) is not implemented yet.
+Flip test-time augmentation (spec §6.4): :class:`EProPnPFlipTTAModel` (``tools/test.py --tta``).
 """
 from mmdet3d.models.detectors import SingleStageMono3DDetector
 from mmdet3d.registry import MODELS
