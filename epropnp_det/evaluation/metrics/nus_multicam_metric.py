@@ -19,6 +19,10 @@ Output ``<jsonfile_prefix>/results_nusc.json`` (spec §7.5) with ``meta`` = the 
 True, the rest False by default), one entry (possibly empty) for every sample of the ann file. Then the devkit's
 ``DetectionEval`` on 'mini_val' / 'val' (``v1.0-test`` is format-only). CPU only; no ``.cuda()``.
 
+Fixed relative to the original (spec §13): a lone box survives the NMS (§13.1); no hard-coded ``cuda:0`` and
+results need not be complete or ordered (§13.14: grouped by ``sample_idx``; missing cameras only warn);
+``v1.0-test`` is explicitly format-only (§13.14); NaN velocities are never written (§13.15).
+
 Prediction contract (``data_sample.pred_instances_3d``; see docs/data_contract.md):
 ``bboxes_3d``: mmdet3d ``CameraInstance3DBoxes`` (box_dim 7 or 9, bottom centre, ``[x,y,z,l,h,w,yaw(,vx,vz)]``)
 **or** a (n, 7|9) tensor in the model convention ``[l,h,w,x,y,z,yaw(,vx,vz)]`` (geometric centre), original
