@@ -132,7 +132,7 @@ def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: 
                       **kwargs) for a, b in _chunks(total, per_item, chunk_elems)]
     if len(parts) == 1:
         return parts[0]
-    return tuple(torch.cat(t) for t in zip(*parts))
+    return tuple(None if t[0] is None else torch.cat(t) for t in zip(*parts))
 
 
 def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Tensor,
@@ -147,8 +147,8 @@ def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Te
 def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int = 10,
              fast_mode: bool = False, eps: float = 1e-5, min_lm_diagonal: float = 1e-6,
              max_lm_diagonal: float = 1e32, min_relative_decrease: float = 1e-3,
-             initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16
-             ) -> Tuple[Tensor, Tensor, Tensor]:
+             initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16,
+             final_eval: bool = True) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     # small matrices are lists of (*, N) planes: element-wise ops on tiny trailing dims are slow on CPU
     clip = not fast_mode
     A, g, cost = normal_equations_planes(prep, pose, camera, delta, clip_jac=clip)
@@ -158,7 +158,7 @@ def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, 
     else:
         radius = torch.full_like(cost, initial_trust_region_radius)
         decrease = torch.full_like(cost, 2.0)
-    for _ in range(num_iter):
+    for it in range(num_iter):
         if fast_mode:
             damp = [A[i][i] * mu + eps for i in range(T)]
         else:
@@ -166,6 +166,11 @@ def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, 
             damp = [A[i][i].clamp(min_lm_diagonal, max_lm_diagonal) * inv_r + eps for i in range(T)]
         step = [-x for x in ldl_solve_planes(A, g, damp)]
         pose_new = retract(pose, torch.stack(step, dim=-1))
+        if fast_mode and not final_eval and it == num_iter - 1:
+            # RSLM proposals are scored on the full set afterwards: the last GN step is taken if finite (as in
+            # the reference's GN) without evaluating the subset cost there; cost/J̃ᵀJ̃ are not returned
+            ok = torch.isfinite(pose_new).all(dim=-1) & (pose_new[..., :3].abs() <= MAX_TRANSLATION).all(dim=-1)
+            return _where(ok, pose_new, pose), None, None
         A_new, g_new, cost_new = normal_equations_planes(prep, pose_new, camera, delta, clip_jac=clip)
         ok = _accept(pose_new, cost_new)
         if fast_mode:
@@ -307,7 +312,8 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     else:
         rot0 = random_quaternion((P, N), dtype=x3d.dtype, device=x3d.device, generator=generator)
     pose0 = torch.cat([t0, rot0], dim=-1)
-    poses, _, _ = _lm_loop_chunked(sub, pose0, camera, delta, num_iter=num_iter, fast_mode=fast_mode, **lm_kwargs)
+    poses, _, _ = _lm_loop_chunked(sub, pose0, camera, delta, num_iter=num_iter, fast_mode=fast_mode,
+                                   final_eval=False, **lm_kwargs)
     # full-set cost of every proposal, chunked over objects (bounded memory, cache-friendly)
     costs = _cost_chunked(prep, poses, camera, delta)
     costs = torch.nan_to_num(costs, nan=math.inf)
