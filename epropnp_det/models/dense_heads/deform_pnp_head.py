@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmcv.ops import batched_nms
 from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS, TASK_UTILS
@@ -130,8 +131,10 @@ class EProPnPDeformPnPHead(BaseModule):
                              f'dense_lvl_range={self.dense_lvl_range}')
         return self.fcos_head(x[slice(*self.det_lvl_range)]), x[slice(*self.dense_lvl_range)]
 
-    def _metas(self, metas: List[dict], ref: Tensor) -> dict:
-        """Per-image tensors from metainfo: K (B,3,3), T (B,3,3), img_wh (B,2), ori_hw (B,2), flip (B,)."""
+    def _metas(self, metas: List[dict], ref: Tensor, dense_x2d: Optional[Tensor] = None,
+               dense_mask: Optional[Tensor] = None) -> dict:
+        """Per-image tensors from metainfo: K (B,3,3), T (B,3,3), img_wh (B,2), ori_hw (B,2), flip (B,); with
+        the sampler in ``dense_map`` mode also the stride-pooled dense maps (B,2,h,w) / (B,1,h,w) (spec §3.6 v1)."""
         def get(m, key):
             if key not in m:
                 raise KeyError(f"EProPnPDeformPnPHead: data sample metainfo lacks '{key}' (see docs/data_contract.md)")
@@ -142,7 +145,15 @@ class EProPnPDeformPnPHead(BaseModule):
         ori_hw = torch.stack([_as_tensor(get(m, 'ori_shape')[:2], ref) for m in metas])
         flip = torch.tensor([bool(m.get('flip', False)) for m in metas], device=ref.device)
         pad = metas[0].get('batch_input_shape', metas[0].get('pad_shape', get(metas[0], 'img_shape')))
-        return dict(K=K, T=T, img_wh=img_wh, ori_hw=ori_hw, flip=flip, pad_hw=(int(pad[0]), int(pad[1])))
+        out = dict(K=K, T=T, img_wh=img_wh, ori_hw=ori_hw, flip=flip, pad_hw=(int(pad[0]), int(pad[1])))
+        if self.sampler.x2d_mode == 'dense_map':
+            if dense_x2d is None or dense_mask is None:
+                raise ValueError("sampler x2d_mode='dense_map' needs inputs['img_dense_x2d'] and "
+                                 "inputs['img_dense_x2d_mask'] (EProPnPDataPreprocessor(with_dense_x2d=True))")
+            s = self.output_stride
+            out['dense_x2d'] = F.avg_pool2d(dense_x2d.to(ref), s, ceil_mode=True)
+            out['dense_mask'] = F.avg_pool2d(dense_mask.to(ref), s, ceil_mode=True)
+        return out
 
     def forward_subheads(self, emb: Tensor, centers: Tensor, strides: Tensor, img_inds: Tensor, labels: Tensor,
                          key_map: Tensor, value_map: Tensor, meta: dict) -> dict:
@@ -158,7 +169,8 @@ class EProPnPDeformPnPHead(BaseModule):
             emb = emb + self.cls_emb[labels]
         pe = self.dense_branch.positional_encoding.points_to_enc(centers, meta['img_wh'][img_inds].flip(-1))
         samp = self.sampler(emb, pe, centers, strides, img_inds, key_map, value_map, meta['img_wh'],
-                            img_transforms=meta['T'])
+                            img_transforms=meta['T'], dense_x2d=meta.get('dense_x2d'),
+                            dense_mask=meta.get('dense_mask'))
         flip = meta['flip'][img_inds]
         obj = self.object_branches(samp.output, labels, flip)
         pts = self.point_subnet(samp.values, samp.x2d, samp.query, samp.mask, flip)
@@ -169,11 +181,13 @@ class EProPnPDeformPnPHead(BaseModule):
                                              convention=self.pixel_convention)
 
     # ------------------------------------------------------------------------------------------- training
-    def loss(self, x: Sequence[Tensor], batch_data_samples: list) -> dict:
+    def loss(self, x: Sequence[Tensor], batch_data_samples: list, dense_x2d: Optional[Tensor] = None,
+             dense_mask: Optional[Tensor] = None) -> dict:
+        """Training losses; ``dense_x2d`` (B,2,H,W) / ``dense_mask`` (B,1,H,W) only for ``dense_map`` mode."""
         (cls, centers, ctrness, embs), dense_feats = self(x)
         metas = [ds.metainfo for ds in batch_data_samples]
         ref = cls[0]
-        meta = self._metas(metas, ref)
+        meta = self._metas(metas, ref, dense_x2d, dense_mask)
         B = len(metas)
         # ---- gt, filtered by volume-centre validity
         gt3d = [ds.gt_instances_3d for ds in batch_data_samples]
@@ -290,12 +304,13 @@ class EProPnPDeformPnPHead(BaseModule):
         return losses
 
     # ------------------------------------------------------------------------------------------ inference
-    def predict(self, x: Sequence[Tensor], batch_data_samples: list, rescale: bool = False) -> List[InstanceData]:
+    def predict(self, x: Sequence[Tensor], batch_data_samples: list, rescale: bool = False,
+                dense_x2d: Optional[Tensor] = None, dense_mask: Optional[Tensor] = None) -> List[InstanceData]:
         """Detections per image (boxes are in the original camera frame; ``rescale`` is irrelevant)."""
         (cls, centers, ctrness, embs), dense_feats = self(x)
         metas = [ds.metainfo for ds in batch_data_samples]
         ref = cls[0]
-        meta = self._metas(metas, ref)
+        meta = self._metas(metas, ref, dense_x2d, dense_mask)
         cfg = self.test_cfg
         cand = self.fcos_head.get_candidates(cls, centers, ctrness, embs, cfg['score_thr'], cfg['max_per_img'])
         key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
@@ -304,7 +319,8 @@ class EProPnPDeformPnPHead(BaseModule):
         return self.predict_by_feat(out, cand, meta, len(metas))
 
     def predict_flip_tta(self, x: Sequence[Tensor], x_flip: Sequence[Tensor], batch_data_samples: list,
-                         batch_data_samples_flip: list) -> List[InstanceData]:
+                         batch_data_samples_flip: list, dense_maps=(None, None),
+                         dense_maps_flip=(None, None)) -> List[InstanceData]:
         """Flip test-time augmentation by merging correspondences (spec §6.4).
 
         Class / centerness logits of both branches are averaged (flipped maps mirrored back along the width;
@@ -322,8 +338,8 @@ class EProPnPDeformPnPHead(BaseModule):
         ctr_avg = [(a + b) / 2 for a, b in zip(ctrness, mirror(ctrness_f))]
         cfg = self.test_cfg
         ref = cls[0]
-        metas = [self._metas([ds.metainfo for ds in samples], ref)
-                 for samples in (batch_data_samples, batch_data_samples_flip)]
+        metas = [self._metas([ds.metainfo for ds in samples], ref, *maps) for samples, maps in
+                 ((batch_data_samples, dense_maps), (batch_data_samples_flip, dense_maps_flip))]
         outs, cand = [], None
         for (c, e, dense_feats), meta in zip(((centers, embs, dense), (mirror(centers_f), mirror(embs_f), dense_f)),
                                              metas):

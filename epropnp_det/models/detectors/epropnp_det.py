@@ -18,13 +18,19 @@ __all__ = ['EProPnPDet']
 class EProPnPDet(SingleStageMono3DDetector):
     """Single-stage monocular detector with the EPro-PnP head; arguments as mmdet ``SingleStageDetector``."""
 
+    @staticmethod
+    def dense_maps(batch_inputs_dict: dict) -> dict:
+        """Dense original-coordinate maps of the batch, if the data preprocessor made them (v1 sampler mode)."""
+        return dict(dense_x2d=batch_inputs_dict.get('img_dense_x2d'),
+                    dense_mask=batch_inputs_dict.get('img_dense_x2d_mask'))
+
     def loss(self, batch_inputs_dict: dict, batch_data_samples: list, **kwargs) -> dict:
         x = self.extract_feat(batch_inputs_dict)
-        return self.bbox_head.loss(x, batch_data_samples)
+        return self.bbox_head.loss(x, batch_data_samples, **self.dense_maps(batch_inputs_dict))
 
     def predict(self, batch_inputs_dict: dict, batch_data_samples: list, rescale: bool = True, **kwargs) -> list:
         x = self.extract_feat(batch_inputs_dict)
-        results = self.bbox_head.predict(x, batch_data_samples, rescale=rescale)
+        results = self.bbox_head.predict(x, batch_data_samples, rescale=rescale, **self.dense_maps(batch_inputs_dict))
         results_2d = []
         for r in results:
             r2 = InstanceData()

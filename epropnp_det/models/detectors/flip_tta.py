@@ -33,7 +33,8 @@ class EProPnPFlipTTAModel(BaseTTAModel):
         det = self.module
         x = det.extract_feat(orig['inputs'])
         x_flip = det.extract_feat(flip['inputs'])
-        results = det.bbox_head.predict_flip_tta(x, x_flip, orig['data_samples'], flip['data_samples'])
+        maps = [tuple(det.dense_maps(v['inputs']).values()) for v in (orig, flip)]
+        results = det.bbox_head.predict_flip_tta(x, x_flip, orig['data_samples'], flip['data_samples'], *maps)
         results_2d = [InstanceData(bboxes=r.bboxes_2d, scores=r.scores_2d, labels=r.labels_3d) for r in results]
         return det.add_pred_to_datasample(orig['data_samples'], results, results_2d)
 
