@@ -32,6 +32,7 @@ from epropnp_det.ops.pnp.epropnp import EProPnP4DoF
 from epropnp_det.ops.pnp.losses import MonteCarloPoseLoss
 from epropnp_det.ops.pnp.regularization import derivative_regularization
 from epropnp_det.ops.pnp.types import CameraParams
+from epropnp_det.structures.boxes import cam_boxes_to_model, model_to_cam_boxes
 
 from ..utils import bev_nms, project_boxes_2d
 
@@ -195,8 +196,8 @@ class EProPnPDeformPnPHead(BaseModule):
         for b in range(B):
             if len(gt3d[b]) != len(gt2d[b]):
                 raise ValueError(f'image {b}: {len(gt3d[b])} gt_instances_3d but {len(gt2d[b])} gt_instances')
-        boxes3d = [g.bboxes_3d.to(ref) if isinstance(g.bboxes_3d, Tensor) else g.bboxes_3d.tensor.to(ref)
-                   for g in gt3d]
+        boxes3d = [g.bboxes_3d.to(ref) if isinstance(g.bboxes_3d, Tensor) else  # model convention (contract)
+                   cam_boxes_to_model(g.bboxes_3d)[0].to(ref) for g in gt3d]  # mmdet3d box class: convert
         feat_hw = (-(-meta['pad_hw'][0] // self.output_stride), -(-meta['pad_hw'][1] // self.output_stride))
         centres, valid, num_dropped = self.center_target.get_targets(
             boxes3d, [g.bboxes.to(ref) for g in gt2d], list(meta['K']), list(meta['T']), list(meta['img_wh']),
@@ -361,7 +362,6 @@ class EProPnPDeformPnPHead(BaseModule):
 
     def predict_by_feat(self, out: dict, cand, meta: dict, num_imgs: int) -> List[InstanceData]:
         """PnP + post-processing of the candidates (spec §6.2–6.3)."""
-        from epropnp_det.structures.boxes import model_to_cam_boxes
         cfg = self.test_cfg
         N = cand.labels.shape[0]
         x3d = out['noc'] * out['dims'][:, None]

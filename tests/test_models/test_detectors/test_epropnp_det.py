@@ -125,3 +125,26 @@ def test_dense_map_sampler_mode_matches_homography_mode(model):
     head_d.train()
     losses = head_d.loss(x, _data(model, True)['data_samples'], dense_x2d=dx, dense_mask=dm)
     assert all(torch.isfinite(v).all() for v in losses.values())
+
+
+@pytest.mark.slow
+def test_r101_paper_config_one_training_iteration():
+    """The paper model (ResNet-101-DCN, 256-channel head, 512 MC samples) on a tiny batch: finite losses and a
+    finite gradient in every trainable parameter."""
+    from mmengine.registry import init_default_scope
+
+    import epropnp_det.datasets  # noqa: F401
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/epropnp_det_r101.py'))
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    m.train()
+    data = _data(m, True)
+    loss, log = m.parse_losses(m(**data, mode='loss'))
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
