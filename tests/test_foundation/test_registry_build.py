@@ -21,9 +21,30 @@ def _optim_wrapper_builder(registry, name):
     return registry.build(dict(type=name, optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
 
 
+def _small_detector_cfg():
+    import os
+
+    from mmengine.config import Config
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    model = Config.fromfile(os.path.join(repo, 'configs', '_base_', 'models', 'epropnp_det_r18_cpu.py')).model
+    model.pop('type')
+    return model
+
+
+def _detector_builder(registry, name):
+    return registry.build(dict(type=name, **_small_detector_cfg()))
+
+
+def _tta_builder(registry, name):
+    return registry.build(dict(type=name, module=dict(type='EProPnPDet', **_small_detector_cfg())))
+
+
 # name -> extra kwargs (dict) or builder callable. Keep entries minimal.
 MINIMAL_CFGS = {
     'EProPnPOptimWrapper': _optim_wrapper_builder,
+    'EProPnPNuScenesDataset': dict(lazy_init=True),
+    'EProPnPDet': _detector_builder,
+    'EProPnPFlipTTAModel': _tta_builder,
 }
 
 
@@ -51,6 +72,8 @@ def _registries():
 
 def collect_registered():
     """Returns sorted ``[(registry key, registry, name)]`` of all modules defined in ``epropnp_det``."""
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet3d')  # as every config does (default_scope = 'mmdet3d')
     import_all_subpackages()
     found = {}
     for key, reg in _registries().items():
