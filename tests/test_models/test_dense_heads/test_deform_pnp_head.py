@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import torch
 from mmdet3d.structures import CameraInstance3DBoxes, Det3DDataSample
@@ -118,3 +120,42 @@ def test_predict_returns_valid_instances():
             for lab, a in zip(r.labels_3d.tolist(), r.attr_labels.tolist()):
                 assert a in NUSCENES_CLS_ATTRS[lab]
     assert sum(len(r.scores_3d) for r in res) > 0
+
+
+def test_predict_by_feat_recovers_a_consistent_object():
+    """Exact correspondences of a known box (v1: K-projections are integer pixel centres) → the PnP pose, the
+    mmdet3d box (bottom centre) and the projected 2D box (+0.5 to continuous px) come out right."""
+    from epropnp_det.models.dense_heads.fcos_emb_head import FCOSCandidates
+    from epropnp_det.models.utils import box_corners
+    head = tiny_head().eval()
+    box = torch.tensor([[4., 1.6, 1.9, 1.0, 0.6, 12., 0.4]], dtype=torch.float64)
+    g = torch.linspace(-0.5, 0.5, 4, dtype=torch.float64)
+    noc = torch.stack(torch.meshgrid(g, g, g, indexing='ij'), -1).reshape(1, -1, 3)  # (1, 64, 3)
+    x3d = noc * box[:, None, :3]
+    c, s = torch.cos(box[0, 6]), torch.sin(box[0, 6])
+    R = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
+    Kt = torch.from_numpy(K)
+    uvw = (x3d[0] @ R.T + box[0, 3:6]) @ Kt.T
+    x2d = (uvw[:, :2] / uvw[:, 2:])[None]
+    out = dict(noc=noc.float(), x2d=x2d.float(), w2d=torch.full((1, 64, 2), 1 / 64.), scale=torch.ones(1, 2) * 50,
+               dims=box[:, :3].float(), score_logit=torch.zeros(1), velo=torch.tensor([[1., 2.]]),
+               attr_logits=torch.arange(9.)[None])
+    cand = FCOSCandidates(torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.8]),
+                          torch.zeros(1, 32), torch.zeros(1, 2), torch.tensor([8.]))
+    meta = head._metas([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
+    torch.manual_seed(0)
+    res = head.predict_by_feat(out, cand, meta, 1)[0]
+    assert len(res.scores_3d) == 1
+    bottom = box[0, 3:6].clone()
+    bottom[1] += box[0, 1] / 2
+    t = res.bboxes_3d.tensor[0].double()
+    torch.testing.assert_close(t[:3], bottom, atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.remainder(t[6] - box[0, 6] + math.pi, 2 * math.pi) - math.pi,
+                               torch.tensor(0., dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(t[7:9], torch.tensor([1., 2.], dtype=torch.float64))
+    torch.testing.assert_close(res.scores_3d, torch.tensor([0.8 * 0.5]))
+    assert res.attr_labels.tolist() == [7]  # car: best of {moving, parked, stopped} = index 7 (largest logit)
+    uv = box_corners(box) @ Kt.T
+    uv = uv[0, :, :2] / uv[0, :, 2:] + 0.5
+    ref2d = torch.cat((uv.min(0).values.clamp(min=0), torch.minimum(uv.max(0).values, torch.tensor([W, H]))))
+    torch.testing.assert_close(res.bboxes_2d[0].double(), ref2d, atol=1e-3, rtol=0)
