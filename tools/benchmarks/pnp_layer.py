@@ -1,0 +1,257 @@
+"""Benchmark of the EPro-PnP layer (issue 7): speed, peak memory and accuracy on detector-like problems.
+
+Rows (N objects, n points, K Monte-Carlo samples):
+
+* ``mc_train``  — training step: RSLM init + trust-region LM (gt competes) + AMIS + KL loss + backward
+                  at (144, 256, 512) [v1-basic] and (96, 128, 128) [v1b/v2];
+* ``gn_infer``  — inference: RSLM init + 5 Gauss-Newton steps at (144, 256) and (1536, 256);
+* ``deriv_reg`` — derivative regularisation (independent solve + differentiable GN step, fwd + bwd) at (144, 256).
+
+Problems come from :func:`epropnp_det.ops.pnp.testing.make_problems` (points in a (4, 1.6, 1.9) m box × U(0.75,
+1.25), x ∈ [−15, 15], y ∈ [0.5, 2], z ∈ [5, 60] m, yaw ∈ [−π, π], centre in the image, nuScenes front camera,
+2 px noise, w2d = softmax(N(0, 1)) × U(0.5, 2)). Each row runs in its own subprocess (clean peak-RSS measurement):
+one warm-up (includes ``torch.compile`` of the sampled-cost kernels for large batches), then the median of
+``--runs`` timed runs with ``torch.set_num_threads(--threads)``. Peak memory = peak RSS during the timed runs
+(sampled every ms from /proc) minus the RSS just before them, so it covers torch's C++ allocations but not the
+one-off warm-up/compilation.
+
+Accuracy columns (median over objects): translation error (m), yaw error (deg), % of objects > 1 m off, and
+% of objects whose pose agrees (‖Δt‖ < 5 cm and |Δyaw| < 1°) with a trust-region LM started from the true pose.
+The baseline column holds the original implementation's times measured on this machine kind (issue 7).
+
+Usage::
+
+    python tools/benchmarks/pnp_layer.py [--runs 5] [--threads 2] [--rows mc_train_512,gn_infer_144,...]
+                                         [--cost-backend auto|eager|compile] [--profile]
+
+The machine should be quiet: numbers measured while other jobs run are not comparable.
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+# name: (kind, N, n, K, original implementation's seconds on this machine kind, issue 7)
+ROWS = {
+    'mc_train_512': ('mc_train', 144, 256, 512, 1.96),
+    'mc_train_128': ('mc_train', 96, 128, 128, 0.21),
+    'gn_infer_144': ('gn_infer', 144, 256, 0, 0.16),
+    'gn_infer_1536': ('gn_infer', 1536, 256, 0, 2.49),
+    'deriv_reg_144': ('deriv_reg', 144, 256, 0, 0.23),
+}
+# original implementation's accuracy at (144, 256) (issue 7)
+BASELINE_ACCURACY = dict(t_err=0.20, yaw_err=0.44, pct_far=11.8)
+
+
+def _rss_mb() -> float:
+    """Current resident set size (MB) from /proc (Linux); falls back to the lifetime peak."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _PeakRSS:
+    """Samples the RSS every millisecond in a thread; ``peak`` = max RSS while active (MB)."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _accuracy(pose, pose_gt, pose_ref):
+    import torch
+
+    from epropnp_det.ops.pnp import wrap_angle
+    t_err = (pose[:, :3] - pose_gt[:, :3]).norm(dim=-1)
+    yaw_err = wrap_angle(pose[:, 3] - pose_gt[:, 3]).abs() * 180 / math.pi
+    agree = ((pose[:, :3] - pose_ref[:, :3]).norm(dim=-1) < 0.05) & \
+        (wrap_angle(pose[:, 3] - pose_ref[:, 3]).abs() * 180 / math.pi < 1.0)
+    return dict(t_err=t_err.median().item(), yaw_err=yaw_err.median().item(),
+                pct_far=100 * (t_err > 1).float().mean().item(), pct_agree=100 * agree.float().mean().item(),
+                finite=bool(torch.isfinite(pose).all()))
+
+
+def _make_step(kind, p, K, backend, gen):
+    """Returns ``step() -> pose (N, 4)`` (detached) for one row, and a dict of per-stage callables."""
+    import torch
+
+    from epropnp_det.ops.pnp import EProPnP4DoF, MonteCarloPoseLoss, adaptive_huber_delta, derivative_regularization
+    camera, pose_gt = p['camera'], p['pose_gt']
+    layer = EProPnP4DoF(mc_samples=max(K, 4), num_iter=4, cost_backend=backend)
+    loss_fn = MonteCarloPoseLoss(loss_weight=0.15)
+
+    def leaves():
+        return p['x3d'].clone().requires_grad_(), p['x2d'].clone().requires_grad_(), \
+            p['w2d'].clone().requires_grad_()
+
+    if kind == 'mc_train':
+        def step():
+            x3d, x2d, w2d = leaves()
+            out = layer.monte_carlo_forward(x3d, x2d.detach(), w2d, camera, pose_init=pose_gt,
+                                            force_init_solve=True, generator=gen)
+            loss, _ = loss_fn(out.cost_init, out.logw, batch_norm_factor=w2d.detach().mean() * x3d.shape[1])
+            loss.backward()
+            return out.pose_opt
+    elif kind == 'gn_infer':
+        def step():
+            with torch.no_grad():
+                return layer.solve(p['x3d'], p['x2d'], p['w2d'], camera, fast_mode=True, num_iter=5,
+                                   generator=gen).pose
+    else:
+        def step():
+            x3d, x2d, w2d = leaves()
+            delta = adaptive_huber_delta(x2d.detach(), w2d).detach()
+            reg = derivative_regularization(x3d, x2d, w2d, camera, delta, pose_gt, generator=gen)
+            (reg['loss_pos'].mean() + reg['loss_orient'].mean()).backward()
+            return reg['pose_opt']
+    return step
+
+
+def _stage_timers(kind, p, K, backend, gen):
+    """Per-stage wall times (s) of one call (for ``--profile``)."""
+    import torch
+
+    from epropnp_det.ops.pnp import (
+        Proposal4DoF,
+        adaptive_huber_delta,
+        amis,
+        compute_pose_plus,
+        pnp_normalize,
+        solve_pnp,
+    )
+    camera, pose_gt = p['camera'], p['pose_gt']
+    x3d, x2d, w2d = p['x3d'].clone().requires_grad_(), p['x2d'], p['w2d'].clone().requires_grad_()
+    delta = adaptive_huber_delta(x2d, w2d)
+    t = {}
+
+    def tick(name, fn):
+        t0 = time.perf_counter()
+        r = fn()
+        t[name] = time.perf_counter() - t0
+        return r
+
+    if kind == 'mc_train':
+        offset, x3d_n, pose_n = pnp_normalize(x3d, pose_gt)
+        sol = tick('solve (RSLM + LM, gt competes)', lambda: solve_pnp(
+            x3d_n, x2d, w2d, camera, delta.detach(), pose_init=pose_n, force_init_solve=True, with_cov=True,
+            normalize=False, generator=gen))
+        prop = Proposal4DoF.initial_fit(sol.pose, sol.cov)
+        _, logw, _ = tick('AMIS sampling + sampled cost (fwd)', lambda: amis(
+            x3d_n, x2d, w2d, camera, delta, prop, K, 4, gen, backend=backend))
+        tick('loss backward', lambda: torch.logsumexp(logw, 0).sum().backward())
+    elif kind == 'gn_infer':
+        with torch.no_grad():
+            tick('RSLM init (fast mode)', lambda: solve_pnp(x3d.detach(), x2d, w2d.detach(), camera, num_iter=0,
+                                                            fast_mode=True, generator=gen))
+            tick('RSLM + 5 GN', lambda: solve_pnp(x3d.detach(), x2d, w2d.detach(), camera, num_iter=5,
+                                                  fast_mode=True, generator=gen))
+    else:
+        d = delta.detach()
+        sol = tick('solve (RSLM + 10 LM)', lambda: solve_pnp(x3d.detach(), x2d, w2d.detach(), camera, d,
+                                                             generator=gen))
+        plus = tick('GN step fwd', lambda: compute_pose_plus(x3d, x2d, w2d, sol.pose, camera, d))
+        tick('GN step bwd', lambda: (plus - pose_gt).square().sum().backward())
+    return t
+
+
+def run_row(name, runs, threads, backend, profile):
+    """Executed in a subprocess: prints one JSON line."""
+    import torch
+    torch.set_num_threads(threads)
+    from epropnp_det.ops.pnp import solve_pnp
+    from epropnp_det.ops.pnp.testing import make_problems
+    kind, N, n, K, _ = ROWS[name]
+    p = make_problems(N, n, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # reference: trust-region LM started from the true pose (no RSLM)
+        ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=10).pose
+    step = _make_step(kind, p, K, backend, gen)
+    t0 = time.perf_counter()
+    step()  # warm-up (allocator, compile)
+    warm = time.perf_counter() - t0
+    times, pose = [], None
+    rss0 = _rss_mb()
+    with _PeakRSS() as mem:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            pose = step()
+            times.append(time.perf_counter() - t0)
+    res = dict(name=name, kind=kind, N=N, n=n, K=K, time=statistics.median(times), times=times, warmup=warm,
+               peak_mb=mem.peak - rss0, **_accuracy(pose.detach(), p['pose_gt'], ref))
+    if profile:
+        res['stages'] = _stage_timers(kind, p, K, backend, gen)
+        with torch.profiler.profile() as prof:
+            step()
+        res['profile'] = prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15)
+    print('@@' + json.dumps(res))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--runs', type=int, default=5)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rows', default=','.join(ROWS))
+    parser.add_argument('--cost-backend', default='auto', choices=['auto', 'eager', 'compile'])
+    parser.add_argument('--profile', action='store_true', help='per-stage timers and a torch.profiler table')
+    parser.add_argument('--row', help=argparse.SUPPRESS)  # internal: run one row in this process
+    args = parser.parse_args()
+    if args.row:
+        run_row(args.row, args.runs, args.threads, args.cost_backend, args.profile)
+        return
+    results = []
+    for name in args.rows.split(','):
+        cmd = [sys.executable, osp.abspath(__file__), '--row', name, '--runs', str(args.runs), '--threads',
+               str(args.threads), '--cost-backend', args.cost_backend] + (['--profile'] if args.profile else [])
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('@@')]
+        if proc.returncode != 0 or not lines:
+            print(f'row {name} failed:\n{proc.stdout}\n{proc.stderr}', file=sys.stderr)
+            continue
+        results.append(json.loads(lines[-1][2:]))
+    head = (f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'time s':>8} {'orig s':>7} {'speed-up':>8} {'peak MB':>8} "
+            f"{'t err m':>8} {'yaw °':>6} {'>1 m %':>7} {'agree %':>8}")
+    print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend} (median after a warm-up)')
+    print(head)
+    print('-' * len(head))
+    for r in results:
+        orig = ROWS[r['name']][4]
+        print(f"{r['name']:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['time']:>8.3f} {orig:>7.2f} "
+              f"{orig / r['time']:>7.1f}x {r['peak_mb']:>8.0f} {r['t_err']:>8.3f} {r['yaw_err']:>6.2f} "
+              f"{r['pct_far']:>7.1f} {r['pct_agree']:>8.1f}")
+    b = BASELINE_ACCURACY
+    print(f"original at (144, 256): t err {b['t_err']:.2f} m, yaw {b['yaw_err']:.2f}°, {b['pct_far']:.1f} % > 1 m")
+    if args.profile:
+        for r in results:
+            print(f"\n=== {r['name']}: stages (s, one call) ===")
+            for k, v in r.get('stages', {}).items():
+                print(f'  {k:<40} {v:.3f}')
+            print(r.get('profile', ''))
+
+
+if __name__ == '__main__':
+    main()
