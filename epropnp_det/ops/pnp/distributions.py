@@ -122,7 +122,7 @@ def sample_von_mises(loc: Tensor, kappa: Tensor, sample_shape: _Shape = (),
     """Von Mises samples in ``[-π, π)`` by Best–Fisher (1979) rejection with a fixed number of rounds.
 
     Every sample gets ``rounds`` candidate draws at once; the first accepted candidate is taken. The acceptance
-    rate is ≥ 0.65 for every κ, so with 12 rounds the fallback (the first candidate, a draw from the
+    rate is ≥ 0.65 for every κ, so with 12 rounds the fallback (the last candidate, a draw from the
     wrapped-Cauchy-like envelope) is used with probability < 3e-6 per sample. Arithmetic in float64 (``acos``
     near ±1 for κ ~ 10⁴ needs it), returned in ``loc.dtype``.
 
@@ -151,7 +151,8 @@ def sample_von_mises(loc: Tensor, kappa: Tensor, sample_shape: _Shape = (),
     c = (r - f).mul_(k)
     # exact Best-Fisher test log(c / u2) + 1 - c >= 0, i.e. u2 <= c exp(1 - c) (its quick pre-test is implied)
     accept = u[:, 1] <= c * torch.exp(1 - c)
-    first = accept.to(torch.uint8).argmax(dim=0, keepdim=True)  # first accepted round (0 if none)
+    # first accepted round = number of leading rejections (the last round if none was accepted)
+    first = (accept.cumsum(dim=0) == 0).sum(dim=0, keepdim=True).clamp_(max=rounds - 1)
     f = f.gather(0, first).squeeze(0)
     sign = torch.sign(u[:, 2].gather(0, first).squeeze(0) - 0.5)
     theta = sign * torch.acos(f.clamp(-1.0, 1.0))
