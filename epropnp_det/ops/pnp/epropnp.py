@@ -117,7 +117,7 @@ def _planar_grad_fields(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
 _COMPILED = {}
 _COMPILE_STATE = {'failed': False}
 # auto backend: compile only when one call evaluates at least this many (pose, point) pairs
-AUTO_COMPILE_MIN_POINTS = 1 << 21
+AUTO_COMPILE_MIN_POINTS = 1 << 18
 
 
 def _compiled(name: str, fn):
@@ -286,7 +286,7 @@ def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camer
         chunk_elems: points per chunk of the eager implementation (``samples_per_chunk·N·n``).
         backend: ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks), ``'compile'``
             (``torch.compile``-fused kernels, ~10× faster on CPU; compiled once per process, falls back to eager
-            with a warning if compilation fails) or ``'auto'`` (compile when ``S·N·n ≥ 2²¹``; set the
+            with a warning if compilation fails) or ``'auto'`` (compile when ``S·N·n ≥ 2¹⁸``; set the
             environment variable ``EPROPNP_DISABLE_COMPILE=1`` to force eager).
 
     Returns:
