@@ -22,7 +22,12 @@ The baseline column holds the original implementation's times measured on this m
 Usage::
 
     python tools/benchmarks/pnp_layer.py [--runs 5] [--threads 2] [--rows mc_train_512,gn_infer_144,...]
-                                         [--cost-backend auto|eager|compile] [--profile]
+                                         [--cost-backend auto|eager|compile] [--profile] [--original PATH]
+
+``--original PATH`` times the original implementation side by side (a checkout of tjiiv-cprg/EPro-PnP outside
+the project; its ``mmcv.utils`` registry import is stubbed, pyro must be importable, e.g. installed with
+``pip install --target /tmp/pyro_site --no-deps pyro-ppl==1.8.6 pyro-api opt_einsum`` and
+``PYTHONPATH=/tmp/pyro_site``). Nothing of the original is copied into this project.
 
 The machine should be quiet: numbers measured while other jobs run are not comparable.
 """
@@ -131,6 +136,90 @@ def _make_step(kind, p, K, backend, gen):
     return step
 
 
+def _import_original(path):
+    """Import the original repository's ``epropnp_det/ops/pnp`` (a checkout outside this project) as
+    ``orig_pnp``. Its only mm dependency, ``mmcv.utils.Registry/build_from_cfg`` (mmcv 1.x), is replaced by a
+    minimal stand-in; pyro must be importable (e.g. ``pip install --target DIR pyro-ppl==1.8.6 pyro-api
+    opt_einsum --no-deps`` and ``PYTHONPATH=DIR``)."""
+    import importlib.util
+    import types
+    for sub in ('', 'EPro-PnP-Det/epropnp_det/ops/pnp', 'epropnp_det/ops/pnp', 'ops/pnp'):
+        cand = osp.join(path, sub)
+        if osp.isfile(osp.join(cand, 'epropnp.py')):
+            path = cand
+            break
+    else:
+        raise FileNotFoundError(f'no epropnp.py under {path}')
+
+    class Registry:
+        def __init__(self, name):
+            self.modules = {}
+
+        def register_module(self, name=None, force=False, module=None):
+            def deco(cls):
+                self.modules[name or cls.__name__] = cls
+                return cls
+            return deco(module) if module is not None else deco
+
+    def build_from_cfg(cfg, registry, default_args=None):
+        cfg = dict(cfg)
+        cls = cfg.pop('type')
+        cls = registry.modules[cls] if isinstance(cls, str) else cls
+        return cls(**dict(default_args or {}, **cfg))
+
+    mmcv, utils = types.ModuleType('mmcv'), types.ModuleType('mmcv.utils')
+    utils.Registry, utils.build_from_cfg, mmcv.utils = Registry, build_from_cfg, utils
+    sys.modules['mmcv'], sys.modules['mmcv.utils'] = mmcv, utils
+    spec = importlib.util.spec_from_file_location('orig_pnp', osp.join(path, '__init__.py'),
+                                                  submodule_search_locations=[path])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules['orig_pnp'] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _make_step_original(kind, p, K, orig):
+    """Same rows with the original implementation (v1 configs: normalize=True, LM 10 its, RSLM 64×16×3)."""
+    import torch
+    camera = orig.PerspectiveCamera(cam_mats=p['cam_mats'], z_min=0.1, img_shape=p['img_hw'])
+    cost_fun = orig.AdaptiveHuberPnPCost(relative_delta=0.5)
+    solver = dict(type='LMSolver', dof=4, num_iter=10, normalize=True,
+                  init_solver=dict(type='RSLMSolver', dof=4, num_points=16, num_proposals=64, num_iter=3))
+    pnp = orig.EProPnP4DoF(mc_samples=max(K, 4), num_iter=4, normalize=True, solver=solver)
+    pose_gt = p['pose_gt']
+
+    def leaves():
+        return p['x3d'].clone().requires_grad_(), p['x2d'].clone().requires_grad_(), \
+            p['w2d'].clone().requires_grad_()
+
+    if kind == 'mc_train':
+        def step():
+            x3d, x2d, w2d = leaves()
+            cost_fun.set_param(x2d.detach(), w2d)
+            pose_opt, _, _, _, logw, cost_tgt = pnp.monte_carlo_forward(
+                x3d, x2d.detach(), w2d, camera, cost_fun, pose_init=pose_gt, force_init_solve=True)
+            loss = torch.nan_to_num(cost_tgt + torch.logsumexp(logw, dim=0)).mean() * 0.15
+            loss.backward()
+            return pose_opt
+    elif kind == 'gn_infer':
+        pnp.solver.num_iter = 5  # the original head's eval-mode override
+
+        def step():
+            with torch.no_grad():
+                cost_fun.set_param(p['x2d'], p['w2d'])
+                return pnp.solver(p['x3d'], p['x2d'], p['w2d'], camera, cost_fun, fast_mode=True)[0]
+    else:
+        def step():
+            x3d, x2d, w2d = leaves()
+            cost_fun.set_param(x2d.detach(), w2d.detach())
+            pose_opt, _, _, plus = pnp.solver(x3d, x2d, w2d, camera, cost_fun, with_pose_opt_plus=True)
+            dist = (plus[:, :3] - pose_gt[:, :3]).norm(dim=-1)
+            loss_pos = torch.where(dist < 1, 0.5 * dist ** 2, dist - 0.5)
+            (loss_pos.mean() + (1 - torch.cos(plus[:, 3] - pose_gt[:, 3])).mean()).backward()
+            return pose_opt
+    return step
+
+
 def _stage_timers(kind, p, K, backend, gen):
     """Per-stage wall times (s) of one call (for ``--profile``)."""
     import torch
@@ -178,8 +267,8 @@ def _stage_timers(kind, p, K, backend, gen):
     return t
 
 
-def run_row(name, runs, threads, backend, profile):
-    """Executed in a subprocess: prints one JSON line."""
+def run_row(name, runs, threads, backend, profile, original=None):
+    """Executed in a subprocess: prints one JSON line (``original``: path of the original implementation)."""
     import torch
     torch.set_num_threads(threads)
     from epropnp_det.ops.pnp import solve_pnp
@@ -189,7 +278,13 @@ def run_row(name, runs, threads, backend, profile):
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # reference: trust-region LM started from the true pose (no RSLM)
         ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=10).pose
-    step = _make_step(kind, p, K, backend, gen)
+    if original:
+        import numpy as np
+        np.random.seed(0)  # the original draws von Mises samples from the global NumPy RNG
+        torch.manual_seed(0)
+        step = _make_step_original(kind, p, K, _import_original(original))
+    else:
+        step = _make_step(kind, p, K, backend, gen)
     t0 = time.perf_counter()
     step()  # warm-up (allocator, compile)
     warm = time.perf_counter() - t0
@@ -202,7 +297,7 @@ def run_row(name, runs, threads, backend, profile):
             times.append(time.perf_counter() - t0)
     res = dict(name=name, kind=kind, N=N, n=n, K=K, time=statistics.median(times), times=times, warmup=warm,
                peak_mb=mem.peak - rss0, **_accuracy(pose.detach(), p['pose_gt'], ref))
-    if profile:
+    if profile and not original:
         res['stages'] = _stage_timers(kind, p, K, backend, gen)
         with torch.profiler.profile() as prof:
             step()
@@ -217,22 +312,36 @@ def main():
     parser.add_argument('--rows', default=','.join(ROWS))
     parser.add_argument('--cost-backend', default='auto', choices=['auto', 'eager', 'compile'])
     parser.add_argument('--profile', action='store_true', help='per-stage timers and a torch.profiler table')
+    parser.add_argument('--original', metavar='PATH',
+                        help='also time the original implementation: a checkout of tjiiv-cprg/EPro-PnP (or its '
+                             'EPro-PnP-Det/epropnp_det/ops/pnp dir) outside this project; needs pyro importable')
     parser.add_argument('--row', help=argparse.SUPPRESS)  # internal: run one row in this process
+    parser.add_argument('--impl', default='ours', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
-        run_row(args.row, args.runs, args.threads, args.cost_backend, args.profile)
+        run_row(args.row, args.runs, args.threads, args.cost_backend, args.profile,
+                args.original if args.impl == 'original' else None)
         return
-    results = []
-    for name in args.rows.split(','):
+
+    def launch(name, impl):
         cmd = [sys.executable, osp.abspath(__file__), '--row', name, '--runs', str(args.runs), '--threads',
-               str(args.threads), '--cost-backend', args.cost_backend] + (['--profile'] if args.profile else [])
+               str(args.threads), '--cost-backend', args.cost_backend, '--impl', impl] + \
+            (['--profile'] if args.profile else []) + (['--original', args.original] if args.original else [])
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('@@')]
         if proc.returncode != 0 or not lines:
-            print(f'row {name} failed:\n{proc.stdout}\n{proc.stderr}', file=sys.stderr)
-            continue
-        results.append(json.loads(lines[-1][2:]))
+            print(f'row {name} ({impl}) failed:\n{proc.stdout}\n{proc.stderr}', file=sys.stderr)
+            return None
+        return json.loads(lines[-1][2:])
+
+    results, originals = [], {}
+    for name in args.rows.split(','):
+        r = launch(name, 'ours')
+        if r is not None:
+            results.append(r)
+        if args.original:
+            originals[name] = launch(name, 'original')
     head = (f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'time s':>8} {'orig s':>7} {'speed-up':>8} {'peak MB':>8} "
             f"{'t err m':>8} {'yaw °':>6} {'>1 m %':>7} {'agree %':>8}")
     print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend} (median after a warm-up)')
@@ -244,7 +353,20 @@ def main():
               f"{orig / r['time']:>7.1f}x {r['peak_mb']:>8.0f} {r['t_err']:>8.3f} {r['yaw_err']:>6.2f} "
               f"{r['pct_far']:>7.1f} {r['pct_agree']:>8.1f}")
     b = BASELINE_ACCURACY
-    print(f"original at (144, 256): t err {b['t_err']:.2f} m, yaw {b['yaw_err']:.2f}°, {b['pct_far']:.1f} % > 1 m")
+    print(f"original at (144, 256) (issue 7): t err {b['t_err']:.2f} m, yaw {b['yaw_err']:.2f}°, "
+          f"{b['pct_far']:.1f} % > 1 m")
+    if originals:
+        print('\noriginal implementation measured now, same problems and settings ("orig s" = its median):')
+        print(head)
+        print('-' * len(head))
+        ours = {r['name']: r for r in results}
+        for name, r in originals.items():
+            if r is None or name not in ours:
+                continue
+            print(f"{name:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {ours[name]['time']:>8.3f} "
+                  f"{r['time']:>7.3f} {r['time'] / ours[name]['time']:>7.1f}x {r['peak_mb']:>8.0f} "
+                  f"{r['t_err']:>8.3f} {r['yaw_err']:>6.2f} {r['pct_far']:>7.1f} {r['pct_agree']:>8.1f}")
+        print('(accuracy and peak-memory columns of this table are the original\'s)')
     if args.profile:
         for r in results:
             print(f"\n=== {r['name']}: stages (s, one call) ===")
