@@ -9,6 +9,7 @@ from .dist_env import init_cpu_process_group
 def load_runner_cfg(config, launcher='none', cfg_options=None, work_dir=None):
     """Loads ``config`` (running its ``custom_imports``), merges ``--cfg-options`` and sets the work dir
     (``./work_dirs/<config name>`` unless given here or in the config)."""
+    trust_local_checkpoints()
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
@@ -27,3 +28,16 @@ def build_runner(cfg):
     from mmengine.runner import Runner
     init_cpu_process_group(cfg.launcher)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def trust_local_checkpoints():
+    """Lets mmengine 0.10 load its own checkpoints under torch >= 2.6.
+
+    torch 2.6 made ``torch.load(weights_only=True)`` the default; mmengine 0.10.7 calls ``torch.load`` without the
+    argument, and its checkpoints carry the message hub (``HistoryBuffer``, numpy arrays), so ``--resume``,
+    ``tools/test.py CKPT`` and ``load_from`` fail with "Weights only load failed". Setting torch's documented opt-out
+    (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``) restores the pre-2.6 behaviour for calls that don't choose; only load
+    checkpoints you trust (as with any pickle). A value the user set explicitly is kept.
+    """
+    import os
+    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')

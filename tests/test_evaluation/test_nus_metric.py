@@ -174,3 +174,20 @@ def test_evaluator_path_with_det3d_data_samples(root, gt_predictions, tmp_path):
     assert evaluator.evaluate(len(preds)) == {}
     sub = json.loads((tmp_path / 'results_nusc.json').read_text())
     assert sub['meta'] == META and sum(len(v) for v in sub['results'].values()) > 20
+
+
+def test_empty_submission_scores_zero(root, gt_predictions, tmp_path):
+    """An untrained model may predict nothing at all: zero AP, maximal errors, no devkit crash."""
+    meta, preds = gt_predictions
+    empty = []
+    for p in preds:
+        q = InstanceData()
+        keep = torch.zeros(len(p['pred_instances_3d'].labels_3d), dtype=torch.bool)
+        for key in ('bboxes_3d', 'scores_3d', 'labels_3d', 'attr_labels'):
+            q[key] = p['pred_instances_3d'][key][keep]
+        empty.append(dict(pred_instances_3d=q, sample_idx=p['sample_idx']))
+    res = run_metric(build_metric(root, jsonfile_prefix=str(tmp_path)), meta, empty)
+    key = 'NuScenes metric/pred_instances_3d_NuScenes/'
+    assert res[key + 'NDS'] == 0.0 and res[key + 'mAP'] == 0.0
+    assert res[key + 'mATE'] == 1.0 and res[key + 'car_AP_dist_2.0'] == 0.0
+    assert (tmp_path / 'results_nusc.json').exists()

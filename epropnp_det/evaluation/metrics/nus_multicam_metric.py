@@ -134,10 +134,25 @@ class EProPnPNuScenesMetric(NuScenesMetric):
             return {}
         if self.version not in ('v1.0-mini', 'v1.0-trainval'):
             raise ValueError(f'{self.version} has no public annotations: use format_only=True')
-        metric_dict = self._evaluate_single(res_path, classes=classes, result_name='pred_instances_3d')
+        if not any(len(boxes) for boxes in mmengine.load(res_path)['results'].values()):
+            # The devkit raises "Invalid box type: None" on an empty submission (e.g. an untrained model whose
+            # scores are all below threshold); the honest score of that submission is zero AP and maximal errors.
+            logger.warning('EProPnPNuScenesMetric: no predicted boxes in the whole split; reporting NDS = mAP = 0')
+            metric_dict = self._empty_metrics(classes)
+        else:
+            metric_dict = self._evaluate_single(res_path, classes=classes, result_name='pred_instances_3d')
         if tmp_dir is not None:
             tmp_dir.cleanup()
         return metric_dict
+
+    def _empty_metrics(self, classes) -> Dict[str, float]:
+        """Metrics of a submission without boxes: AP 0 everywhere, TP errors 1 (the devkit's value for a class
+        without true positives), NDS 0."""
+        prefix = 'pred_instances_3d_NuScenes'
+        out = {f'{prefix}/{name}_AP_dist_{d}': 0.0 for name in classes for d in (0.5, 1.0, 2.0, 4.0)}
+        out.update({f'{prefix}/{err}': 1.0 for err in self.ErrNameMapping.values()})
+        out.update({f'{prefix}/NDS': 0.0, f'{prefix}/mAP': 0.0})
+        return out
 
     # ------------------------------------------------------------------------------------------------ formatting
     @staticmethod
