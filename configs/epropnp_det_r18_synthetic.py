@@ -42,3 +42,14 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=min(200, max_iters), max_keep_ckpts=2))
 log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
+
+# Flip test-time augmentation (`tools/test.py ... --tta`), merging both branches' correspondences (spec §6.4).
+tta_model = dict(type='EProPnPFlipTTAModel')
+tta_pipeline = [
+    dict(type='EProPnPLoadImage'),
+    dict(type='EProPnPResize', scale=(640, 360), keep_ratio=True),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='EProPnPRandomFlip', prob=0.), dict(type='EProPnPRandomFlip', prob=1.)],
+        [dict(type='EProPnPCrop', crop_box=(0, 104, 640, 360))],
+        [dict(type='EProPnPPack3DDetInputs', keys=('img', ))]])
+]
