@@ -77,15 +77,16 @@ def main(argv=None):
         with torch.no_grad():
             result = model.test_step(pseudo_collate([data]))[0]
         info = dataset.get_data_info(idx)
-        meta = result.metainfo
-        img = cv2.imread(meta['img_path'])
+        meta = dict(data['data_samples'].metainfo, **result.metainfo)
+        img_path = meta.get('img_path') or info['images'][info['cam_name']]['img_path']
+        img = cv2.imread(img_path)
         if img is None:
-            raise FileNotFoundError(f"cannot read image {meta['img_path']}")
+            raise FileNotFoundError(f'cannot read image {img_path}')
         cam2img = np.asarray(meta['cam2img'], dtype=np.float64)[:3, :3]
         gt = info.get('eval_ann_info', {}).get('gt_bboxes_3d')
         gt_boxes = cam_boxes_to_model(gt)[0] if gt is not None and len(gt) else torch.zeros(0, 7)
         vis, bev = draw_item(img, result.pred_instances_3d, gt_boxes, cam2img, names, args.score_thr)
-        stem = osp.splitext(osp.basename(meta['img_path']))[0]
+        stem = osp.splitext(osp.basename(img_path))[0]
         cv2.imwrite(osp.join(args.out_dir, f'{stem}_3d.png'), vis)
         cv2.imwrite(osp.join(args.out_dir, f'{stem}_bev.png'), bev)
         scale = vis.shape[0] / bev.shape[0]

@@ -77,7 +77,7 @@ python tools/print_metrics.py "EPro-PnP-Det r18 (synthetic)=${WORK_DIR}/results"
 step "pictures"
 DRAW_OPTS=()
 if [[ ${#DATA_OPTS[@]} -gt 0 ]]; then DRAW_OPTS=(--cfg-options "${DATA_OPTS[@]}"); fi
-python tools/draw_predictions.py "$CONFIG" "$CKPT" --out-dir "${WORK_DIR}/vis" --num-images 6 "${DRAW_OPTS[@]}"
+python tools/draw_predictions.py "$CONFIG" "$CKPT" --out-dir "${WORK_DIR}/vis" --num-images 6 --score-thr 0.15 "${DRAW_OPTS[@]}"
 
 echo
 echo "[quickstart] done in $(( $(date +%s) - START )) s"
