@@ -28,6 +28,15 @@ Losses (``num_pos = max(reduce_mean(#pos), 1)``, all-reduced across processes):
 * ``loss_rp``: SmoothL1 of ``(center − c_g*) / (0.2·(wh_g* + 4))`` on positives (channel pair of the assigned
   label if class-specific) weighted by ``ctr_t``, / ``2·max(reduce_mean(Σ ctr_t), 1e-6)``.
 * ``loss_centerness``: BCE-with-logits against ``ctr_t`` on positives / num_pos.
+
+Optional 2D box branch (EPro-PnP-Det v2, spec §10.13; ``bbox_branch=(256,)``, off by default), training only::
+
+    bbox (B, 4, h, w) = ReLU(conv_bbox(bbox_branch(reg_feat))) · σ    distances (l, t, r, b) from the point, px
+
+* ``loss_bbox2d``: GIoU between the predicted box ``[−l, −t, r, b]`` and the assigned gt box relative to the point
+  (the same as decoding both at the point), on positives weighted by ``ctr_t``,
+  / ``max(reduce_mean(Σ ctr_t), 1e-6)`` (weight 0.5 in v2). The box only serves as an auxiliary task: it is neither
+  computed nor used at test time.
 """
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -78,6 +87,9 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         offset_cls_agnostic: one reference point for all classes (True) or one per class.
         use_ignore: exclude background points inside ignore boxes from the focal loss (True; spec §13.5 fix).
         loss_cls, loss_rp, loss_centerness: loss configs.
+        bbox_branch: widths of the 3×3 ConvModules of the optional 2D box branch (v2: ``(256,)``); None: no branch.
+        loss_bbox2d: loss of the 2D box branch (v2: ``mmdet.GIoULoss``, weight 0.5); used only with ``bbox_branch``.
+        ref_offset_init_std: normal-init std of ``conv_ref_offset`` (v2: 0.01, bias 0); None: PyTorch default (v1).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 256, feat_channels: int = 256,
@@ -94,12 +106,17 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
                                        loss_weight=1.0),
                  loss_rp: dict = dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=1.0),
                  loss_centerness: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
-                 bbox_coder: dict = dict(type='mmdet.DistancePointBBoxCoder'), init_cfg=None, **kwargs):
+                 bbox_coder: dict = dict(type='mmdet.DistancePointBBoxCoder'),
+                 bbox_branch: Optional[Sequence[int]] = None,
+                 loss_bbox2d: dict = dict(type='mmdet.GIoULoss', loss_weight=0.5),
+                 ref_offset_init_std: Optional[float] = None, init_cfg=None, **kwargs):
         if len(regress_ranges) != len(strides):
             raise ValueError(f'regress_ranges has {len(regress_ranges)} levels but strides has {len(strides)}')
         self.emb_channels = emb_channels
         self.branch_cfgs = dict(cls=tuple(cls_branch), centerness=tuple(centerness_branch),
-                                offset=tuple(offset_branch), emb=tuple(emb_branch))
+                                offset=tuple(offset_branch), emb=tuple(emb_branch),
+                                bbox=None if bbox_branch is None else tuple(bbox_branch))
+        self.ref_offset_init_std = ref_offset_init_std
         self.offset_cls_agnostic = offset_cls_agnostic
         super().__init__(num_classes=num_classes, in_channels=in_channels, feat_channels=feat_channels,
                          stacked_convs=stacked_convs, strides=strides, dcn_on_last_conv=dcn_on_last_conv,
@@ -112,6 +129,7 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         self.center_sample_radius, self.clip_center_box = center_sample_radius, clip_center_box
         self.center_error_scale, self.min_ref_length = center_error_scale, min_ref_length
         self.use_ignore = use_ignore
+        self.loss_bbox2d = MODELS.build(loss_bbox2d) if self.with_bbox2d else None
 
     # ------------------------------------------------------------------------------------------------ layers
     def _branch(self, widths: Sequence[int], kernel_sizes: Optional[Sequence[int]] = None) -> nn.Sequential:
@@ -137,19 +155,33 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         self.emb_branch = self._branch(cfg['emb'])
         self.conv_emb = ConvModule(cfg['emb'][-1] if cfg['emb'] else self.feat_channels, self.emb_channels, 1,
                                    norm_cfg=self.norm_cfg, bias=self.conv_bias)
+        if cfg['bbox'] is not None:  # v2 2D box branch (training-only auxiliary task)
+            self.bbox_branch = self._branch(cfg['bbox'])
+            self.conv_bbox = nn.Conv2d(cfg['bbox'][-1] if cfg['bbox'] else self.feat_channels, 4, 1)
+
+    @property
+    def with_bbox2d(self) -> bool:
+        """Whether the optional 2D box branch exists."""
+        return self.branch_cfgs['bbox'] is not None
 
     def init_weights(self) -> None:
         super().init_weights()
         normal_init(self.conv_cls, std=0.01, bias=-math.log((1 - 0.01) / 0.01))  # prior probability 0.01
+        if self.ref_offset_init_std is not None:
+            normal_init(self.conv_ref_offset, std=self.ref_offset_init_std, bias=0.)
+        if self.with_bbox2d:
+            normal_init(self.conv_bbox, std=0.01, bias=1.0)  # initial distances ≈ 1 stride
 
     # ----------------------------------------------------------------------------------------------- forward
-    def forward(self, feats: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor], List[Tensor]]:
-        """Per-level ``cls_scores, centers, centernesses, embs`` (shapes in the module docstring)."""
+    def forward(self, feats: Sequence[Tensor], with_bbox: bool = False) -> tuple:
+        """Per-level ``cls_scores, centers, centernesses, embs`` (shapes in the module docstring), followed by the
+        per-level ``bbox_preds`` (B, 4, h, w) when ``with_bbox`` and the head has the 2D box branch."""
         if len(feats) != len(self.strides):
             raise ValueError(f'got {len(feats)} feature levels, expected {len(self.strides)} (strides {self.strides})')
-        return multi_apply(self.forward_single, feats, list(range(len(feats))))
+        return multi_apply(self.forward_single, feats, list(range(len(feats))),
+                           with_bbox=with_bbox and self.with_bbox2d)
 
-    def forward_single(self, x: Tensor, level: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward_single(self, x: Tensor, level: int, with_bbox: bool = False) -> tuple:
         cls_feat, reg_feat = x, x
         for conv in self.cls_convs:
             cls_feat = conv(cls_feat)
@@ -164,6 +196,9 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         h, w = x.shape[-2:]
         points = self.prior_generator.single_level_grid_priors((h, w), level, offset.dtype, offset.device)
         points = points.T.reshape(1, 2, h, w).repeat(1, offset.shape[1] // 2, 1, 1)
+        if with_bbox:
+            bbox = torch.relu(self.conv_bbox(self.bbox_branch(reg_feat))) * stride
+            return cls_score, offset + points, centerness, emb, bbox
         return cls_score, offset + points, centerness, emb
 
     # ---------------------------------------------------------------------------------------------- layout
@@ -250,13 +285,16 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         return centers.reshape(-1, self.num_classes, 2)[torch.arange(len(idx), device=idx.device), idx]
 
     def loss_by_feat(self, cls_scores: List[Tensor], centers: List[Tensor], centernesses: List[Tensor],
-                     targets: FCOSTargets, gt_bboxes: List[Tensor], gt_centers: List[Tensor]) -> dict:
+                     targets: FCOSTargets, gt_bboxes: List[Tensor], gt_centers: List[Tensor],
+                     bbox_preds: Optional[List[Tensor]] = None) -> dict:
         """FCOS losses from per-level outputs and the targets of :meth:`get_targets`.
 
         Args:
             cls_scores, centers, centernesses: per-level outputs of :meth:`forward`.
             targets: :class:`FCOSTargets`.
             gt_bboxes, gt_centers: per-image 2D boxes (n_i, 4) and volume centres (n_i, 2).
+            bbox_preds: per-level (B, 4, h, w) ``l, t, r, b`` of the 2D box branch (``forward(with_bbox=True)``);
+                adds ``loss_bbox2d``.
         """
         cls = self.flatten(cls_scores).reshape(-1, self.num_classes)
         ctr_pred = self.flatten(centers)
@@ -272,7 +310,13 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         loss_cls = self.loss_cls(cls, labels, weight=cls_weight, avg_factor=num_pos)
         if len(pos) == 0:
             zero = ctr_pred.sum() * 0 + ctrness.sum() * 0
-            return dict(loss_cls=loss_cls, loss_rp=zero, loss_centerness=zero)
+            # the positive branch's all-reduces, so every rank makes the same collective calls in the same order
+            reduce_mean(cls.new_tensor(0.))
+            out = dict(loss_cls=loss_cls, loss_rp=zero, loss_centerness=zero)
+            if bbox_preds is not None:
+                reduce_mean(cls.new_tensor(0.))
+                out['loss_bbox2d'] = self.flatten(bbox_preds).sum() * 0
+            return out
         all_boxes = torch.cat(gt_bboxes).to(cls.dtype)
         all_centers = torch.cat(gt_centers).to(cls.dtype)
         g = targets.gt_inds.reshape(-1)[pos]
@@ -283,7 +327,33 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         ctr_sum = max(reduce_mean(w.sum().detach()).item(), 1e-6)
         loss_rp = self.loss_rp(err, torch.zeros_like(err), weight=w[:, None].expand_as(err), avg_factor=2 * ctr_sum)
         loss_ctr = self.loss_centerness(ctrness[pos], w, avg_factor=num_pos)
-        return dict(loss_cls=loss_cls, loss_rp=loss_rp, loss_centerness=loss_ctr)
+        out = dict(loss_cls=loss_cls, loss_rp=loss_rp, loss_centerness=loss_ctr)
+        if bbox_preds is not None:
+            out['loss_bbox2d'] = self.loss_bbox2d_by_feat(bbox_preds, pos, all_boxes[g], w)
+        return out
+
+    def bbox2d_targets(self, bbox_preds: List[Tensor], pos: Tensor, pos_boxes: Tensor) -> Tuple[Tensor, Tensor]:
+        """Predicted and target boxes of the positives, relative to their points (``[−l, −t, r, b]``).
+
+        Args:
+            bbox_preds: per-level (B, 4, h, w) distances. pos: (n,) indices into the flattened ``B·M`` points.
+            pos_boxes: (n, 4) assigned gt boxes ``x1, y1, x2, y2`` (augmented px).
+        Returns:
+            pred (n, 4), target (n, 4).
+        """
+        points, _, _ = self.get_points([b.shape[-2:] for b in bbox_preds], pos_boxes.dtype, pos_boxes.device)
+        p = points[pos % len(points)]
+        ltrb = self.flatten(bbox_preds).reshape(-1, 4)[pos]
+        pred = torch.cat((-ltrb[:, :2], ltrb[:, 2:]), dim=-1)
+        target = torch.cat((pos_boxes[:, :2] - p, pos_boxes[:, 2:] - p), dim=-1)
+        return pred, target
+
+    def loss_bbox2d_by_feat(self, bbox_preds: List[Tensor], pos: Tensor, pos_boxes: Tensor,
+                            ctr_targets: Tensor) -> Tensor:
+        """GIoU of the positives' boxes weighted by their centerness targets / ``max(reduce_mean(Σ ctr_t), 1e-6)``."""
+        pred, target = self.bbox2d_targets(bbox_preds, pos, pos_boxes)
+        norm = max(reduce_mean(ctr_targets.sum().detach()).item(), 1e-6)
+        return self.loss_bbox2d(pred, target, weight=ctr_targets, avg_factor=norm)
 
     # ------------------------------------------------------------------------------------------- inference
     def get_candidates(self, cls_scores: List[Tensor], centers: List[Tensor], centernesses: List[Tensor],
