@@ -34,6 +34,7 @@ from epropnp_det.ops.pnp.regularization import derivative_regularization
 from epropnp_det.ops.pnp.types import CameraParams
 from epropnp_det.structures.boxes import cam_boxes_to_model, model_to_cam_boxes
 
+from ..layers.roi_aux_branch import active_gt_assignment
 from ..utils import bev_nms, project_boxes_2d
 
 __all__ = ['EProPnPDeformPnPHead', 'NUSCENES_CLS_ATTRS']
@@ -66,7 +67,14 @@ class EProPnPDeformPnPHead(BaseModule):
             estimate incl. the −log K constant, non-finite objects excluded and logged as ``num_nonfinite_pose``).
         loss_dim, loss_score, loss_velo, loss_attr: mmdet loss configs; loss_reg_pos / loss_reg_orient:
             ``dict(loss_weight, beta)`` of the derivative regularisation (None disables it).
-        train_cfg: ``dict(num_obj_samples_per_img)`` overrides; test_cfg: ``score_thr, max_per_img,
+        loss_proj: auxiliary reprojection loss on gt RoIs (spec §5.6), e.g.
+            ``dict(type='MVDGaussianMixtureNLLLoss', loss_weight=0.5)``; None disables it.
+        loss_regr: coordinate regression from LiDAR on gt RoIs (§5.6): a SmoothL1 config (v1 form) or an MVD config
+            (v2 form, §10.11); None disables it. Needs ``gt_instances_3d.x3d / .x2d``.
+        roi_shape: (rh, rw) of the RoI branch (default ``train_cfg['roi_shape']``, else (28, 28)).
+        roi_aux_branch: extra kwargs of :class:`~epropnp_det.models.layers.EProPnPRoIAuxBranch` (built only when
+            ``loss_proj`` or ``loss_regr`` is set).
+        train_cfg: ``dict(num_obj_samples_per_img, roi_shape)`` overrides; test_cfg: ``score_thr, max_per_img,
             nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs``.
     """
 
@@ -85,6 +93,8 @@ class EProPnPDeformPnPHead(BaseModule):
                  loss_reg_orient: Optional[dict] = dict(loss_weight=0.05),
                  loss_velo: Optional[dict] = dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=0.05),
                  loss_attr: Optional[dict] = dict(type='mmdet.CrossEntropyLoss', loss_weight=0.5),
+                 loss_proj: Optional[dict] = None, loss_regr: Optional[dict] = None,
+                 roi_shape: Optional[Sequence[int]] = None, roi_aux_branch: dict = dict(),
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if pixel_convention not in ('v1', 'v2'):
@@ -120,6 +130,12 @@ class EProPnPDeformPnPHead(BaseModule):
         self.loss_attr = MODELS.build(loss_attr) if loss_attr is not None else None
         self.loss_reg_pos_cfg, self.loss_reg_orient_cfg = loss_reg_pos, loss_reg_orient
         self.train_cfg = train_cfg
+        self.roi_aux = None  # auxiliary dense losses on gt RoIs (spec §5.6)
+        if loss_proj is not None or loss_regr is not None:
+            self.roi_aux = MODELS.build(dict(dict(
+                type='EProPnPRoIAuxBranch', embed_dims=embed_dims, num_heads=num_heads,
+                roi_shape=roi_shape or train_cfg.get('roi_shape', (28, 28)), output_stride=output_stride,
+                pixel_convention=pixel_convention, loss_proj=loss_proj, loss_regr=loss_regr), **roi_aux_branch))
         self.test_cfg = dict(dict(score_thr=0.04, max_per_img=256, nms_iou2d=0.8, nms_ioubev_thr=0.25,
                                   pnp_num_iter=5, min_bbox_size=4.0, mc_samples=0, cls_attrs=NUSCENES_CLS_ATTRS),
                              **(test_cfg or {}))
@@ -229,6 +245,9 @@ class EProPnPDeformPnPHead(BaseModule):
         out = self.forward_subheads(emb, cen, strides[pt], img_inds, obj_labels, key_map, value_map, meta)
         losses.update(self.loss_objects(out, all_boxes[smp.gt_inds], obj_labels, img_inds, smp, meta,
                                         self._gather_gt(gt3d, valid, smp.gt_inds, ref)))
+        if self.roi_aux is not None:
+            losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, valid, meta, key_map, value_map,
+                                            dense_x2d))
         losses['num_dropped_centers'] = ref.new_tensor(float(num_dropped))
         return losses
 
@@ -241,6 +260,27 @@ class EProPnPDeformPnPHead(BaseModule):
                 vals = torch.cat([g[name].to(ref.device)[v] for g, v in zip(gt3d, valid)])
                 out[name] = vals[gt_inds]
         return out
+
+    def loss_roi_aux(self, out: dict, smp, all_boxes: Tensor, boxes2d: List[Tensor], gt3d: list, valid: list,
+                     meta: dict, key_map: Tensor, value_map: Tensor, dense_x2d: Optional[Tensor]) -> dict:
+        """Auxiliary losses on the RoIs of the active gts (unique sampled gts; spec §5.6). The samples' queries and
+        dims are averaged per gt with the row-normalised sample weights ``A`` (G, N)."""
+        active, A = active_gt_assignment(smp.gt_inds, smp.weights.to(all_boxes))
+        img_of_gt = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device)
+                               for i, b in enumerate(boxes2d)])[active]
+        rois = torch.cat((img_of_gt[:, None].to(all_boxes), torch.cat(boxes2d)[active]), 1)
+        G = active.numel()
+        query = (A @ out['query'].flatten(1)).reshape((G,) + tuple(out['query'].shape[1:]))
+        lidar_x3d = lidar_x2d = None
+        if self.roi_aux.loss_regr is not None and all('x3d' in g and 'x2d' in g for g in gt3d):
+            # per-gt LiDAR lists, filtered by the volume-centre validity like every other gt field
+            flat3d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x3d, valid[b].tolist()) if v]
+            flat2d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x2d, valid[b].tolist()) if v]
+            lidar_x3d = [flat3d[i] for i in active.tolist()]
+            lidar_x2d = [flat2d[i] for i in active.tolist()]
+        return self.roi_aux.loss(rois, all_boxes[active], meta['K'][img_of_gt], meta['ori_hw'][img_of_gt],
+                                 meta['flip'][img_of_gt], meta['T'][img_of_gt], query, A @ out['dims'], key_map,
+                                 value_map, dense_x2d=dense_x2d, lidar_x3d=lidar_x3d, lidar_x2d=lidar_x2d)
 
     def loss_objects(self, out: dict, boxes: Tensor, labels: Tensor, img_inds: Tensor, smp, meta: dict,
                      gt_extra: dict) -> dict:

@@ -3,7 +3,9 @@ from .dense_branch import EProPnPDenseBranch, padding_mask
 from .object_branches import EProPnPObjectBranches, ObjectBranchOutput
 from .point_subnet import EProPnPPointSubnet, GroupLinear, PointSubnetOutput, fibonacci_sphere
 from .positional_encoding import EProPnPSinePositionalEncoding
+from .roi_aux_branch import EProPnPRoIAuxBranch, RoIAuxOutput
 
 __all__ = ['EProPnPDenseBranch', 'padding_mask', 'EProPnPSinePositionalEncoding',
            'EProPnPDeformableAttentionSampler', 'SamplerOutput', 'EProPnPPointSubnet', 'GroupLinear',
            'PointSubnetOutput', 'fibonacci_sphere', 'EProPnPObjectBranches', 'ObjectBranchOutput']
+__all__ += ['EProPnPRoIAuxBranch', 'RoIAuxOutput']

@@ -3,8 +3,7 @@ import math
 
 import torch
 
-from epropnp_det.models.losses.roi_logsumexp import (logsoftmax_across_rois, logsumexp_across_rois,
-                                                     overlapping_roi_pairs)
+from epropnp_det.models.losses.roi_logsumexp import logsoftmax_across_rois, logsumexp_across_rois, overlapping_roi_pairs
 
 
 def _random_rois(num_imgs, per_img, gen, size=60.):
