@@ -36,6 +36,7 @@ from epropnp_det.structures.boxes import cam_boxes_to_model, model_to_cam_boxes
 
 from ..layers.roi_aux_branch import active_gt_assignment
 from ..utils import bev_nms, project_boxes_2d
+from ..utils.mc_scoring import blend_scores, mc_te_score
 
 __all__ = ['EProPnPDeformPnPHead', 'NUSCENES_CLS_ATTRS']
 
@@ -74,8 +75,37 @@ class EProPnPDeformPnPHead(BaseModule):
         roi_shape: (rh, rw) of the RoI branch (default ``train_cfg['roi_shape']``, else (28, 28)).
         roi_aux_branch: extra kwargs of :class:`~epropnp_det.models.layers.EProPnPRoIAuxBranch` (built only when
             ``loss_proj`` or ``loss_regr`` is set).
+        depth_branch: config of :class:`~epropnp_det.models.layers.EProPnPDepthBranch` (v2 dense depth loss on the
+            LiDAR points ``data_sample.cam_pts_uvz``, spec §10.12); None disables it.
+        detach_pose_x2d: detach x2d (and hence the Huber δ) in the Monte-Carlo pose loss (v1 True; v2 False, §10.8).
+        detach_reg_inputs: detach dims, weight scale and δ in the derivative regularisation (v1 True; v2 False,
+            §10.8).
         train_cfg: ``dict(num_obj_samples_per_img, roi_shape)`` overrides; test_cfg: ``score_thr, max_per_img,
-            nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs``.
+            nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs,
+            mc_scoring_ratio`` (r > 0: Monte-Carlo scoring ``score3d^(1−r)·score_mc^r``, spec §6.2, with
+            ``mc_scoring_samples`` samples, default ``pnp.mc_samples``), ``pnp_fast_mode`` (GN instead of LM).
+
+    EPro-PnP-Det v2 (spec §10) as options of this head and its parts (all off / v1 by default):
+
+    ======  ===========================================================================================
+    §10.1   ``pixel_convention='v2'`` (camera clip bounds, volume centres, projected boxes, K-projections);
+            data: ``EProPnPLoadLidarObjectCoords(convention='v2')``, ``EProPnPDataPreprocessor(dense_x2d_convention)``
+    §10.2   ``img_transform`` metainfo: always produced by the transforms (flip / crop / resize)
+    §10.3   ``EProPnPDataPreprocessor(with_dense_x2d=False)`` (dense maps only for the v1 sampler mode)
+    §10.4   ``EProPnPLoadLidarObjectCoords(with_cam_pts=True)`` → ``data_sample.cam_pts_uvz``
+    §10.5   ``sampler=dict(x2d_mode='homography')`` (default), ``mask_ramp='v2'`` (published) / 'symmetric' (fix)
+    §10.6   one point-transformer layer (always); checkpoint names: ``docs/checkpoint_mapping.md``
+    §10.7   ``point_subnet=dict(detach_pos_x2d=False)``
+    §10.8   ``detach_pose_x2d=False``, ``detach_reg_inputs=False``
+    §10.9   ``loss_reg_pos=None`` / ``loss_reg_orient=None`` (each independently); single ``loss_pose``
+    §10.10  ``object_branches=dict(xavier_trunk=True)``
+    §10.11  ``loss_regr`` = MVD config (v2 form, ``EProPnPRoIAuxBranch``)
+    §10.12  ``depth_branch=dict(...)`` (``EProPnPDepthBranch`` + ``EProPnPCamAwareLinearCoder``)
+    §10.13  ``fcos_head=dict(bbox_branch=(256,), loss_bbox2d=GIoU 0.5, ref_offset_init_std=0.01)``
+    §10.14  ``MVDGaussianMixtureNLLLoss(delta, sigma, freeze_sigma)``
+    §10.16  ``test_cfg=dict(pnp_fast_mode, mc_scoring_samples=512)``; depth view: ``EProPnPDepthBranch.predict_depth``
+    ======  ===========================================================================================
+    §10.15 (PnP cost module form) needs no option; §10.17 (visualisation) and §10.19 are not model options.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 256,
@@ -95,6 +125,7 @@ class EProPnPDeformPnPHead(BaseModule):
                  loss_attr: Optional[dict] = dict(type='mmdet.CrossEntropyLoss', loss_weight=0.5),
                  loss_proj: Optional[dict] = None, loss_regr: Optional[dict] = None,
                  roi_shape: Optional[Sequence[int]] = None, roi_aux_branch: dict = dict(),
+                 depth_branch: Optional[dict] = None, detach_pose_x2d: bool = True, detach_reg_inputs: bool = True,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if pixel_convention not in ('v1', 'v2'):
@@ -130,6 +161,10 @@ class EProPnPDeformPnPHead(BaseModule):
         self.loss_attr = MODELS.build(loss_attr) if loss_attr is not None else None
         self.loss_reg_pos_cfg, self.loss_reg_orient_cfg = loss_reg_pos, loss_reg_orient
         self.train_cfg = train_cfg
+        # v2 dense depth branch with its MVD loss (spec §10.12)
+        self.depth_branch = None if depth_branch is None else MODELS.build(dict(dict(
+            type='EProPnPDepthBranch', embed_dims=embed_dims, pixel_convention=pixel_convention), **depth_branch))
+        self.detach_pose_x2d, self.detach_reg_inputs = detach_pose_x2d, detach_reg_inputs
         self.roi_aux = None  # auxiliary dense losses on gt RoIs (spec §5.6)
         if loss_proj is not None or loss_regr is not None:
             self.roi_aux = MODELS.build(dict(dict(
@@ -137,16 +172,18 @@ class EProPnPDeformPnPHead(BaseModule):
                 roi_shape=roi_shape or train_cfg.get('roi_shape', (28, 28)), output_stride=output_stride,
                 pixel_convention=pixel_convention, loss_proj=loss_proj, loss_regr=loss_regr), **roi_aux_branch))
         self.test_cfg = dict(dict(score_thr=0.04, max_per_img=256, nms_iou2d=0.8, nms_ioubev_thr=0.25,
-                                  pnp_num_iter=5, min_bbox_size=4.0, mc_samples=0, cls_attrs=NUSCENES_CLS_ATTRS),
+                                  pnp_num_iter=5, min_bbox_size=4.0, mc_samples=0, cls_attrs=NUSCENES_CLS_ATTRS,
+                                  mc_scoring_ratio=0.0, mc_scoring_samples=None, pnp_fast_mode=True),
                              **(test_cfg or {}))
 
     # --------------------------------------------------------------------------------------------- common
-    def forward(self, x: Sequence[Tensor]):
-        """FPN levels → (FCOS per-level outputs ``cls, centers, centerness, emb``, dense feats)."""
+    def forward(self, x: Sequence[Tensor], with_bbox: bool = False):
+        """FPN levels → (FCOS per-level outputs ``cls, centers, centerness, emb`` (+ ``bbox`` with ``with_bbox`` and
+        the v2 box branch), dense feats)."""
         if len(x) < max(self.det_lvl_range[1], self.dense_lvl_range[1]):
             raise ValueError(f'got {len(x)} FPN levels; det_lvl_range={self.det_lvl_range}, '
                              f'dense_lvl_range={self.dense_lvl_range}')
-        return self.fcos_head(x[slice(*self.det_lvl_range)]), x[slice(*self.dense_lvl_range)]
+        return self.fcos_head(x[slice(*self.det_lvl_range)], with_bbox=with_bbox), x[slice(*self.dense_lvl_range)]
 
     def _metas(self, metas: List[dict], ref: Tensor, dense_x2d: Optional[Tensor] = None,
                dense_mask: Optional[Tensor] = None) -> dict:
@@ -201,7 +238,9 @@ class EProPnPDeformPnPHead(BaseModule):
     def loss(self, x: Sequence[Tensor], batch_data_samples: list, dense_x2d: Optional[Tensor] = None,
              dense_mask: Optional[Tensor] = None) -> dict:
         """Training losses; ``dense_x2d`` (B,2,H,W) / ``dense_mask`` (B,1,H,W) only for ``dense_map`` mode."""
-        (cls, centers, ctrness, embs), dense_feats = self(x)
+        fcos_out, dense_feats = self(x, with_bbox=True)
+        cls, centers, ctrness, embs = fcos_out[:4]
+        bbox_preds = fcos_out[4] if len(fcos_out) > 4 else None  # v2 2D box branch (training only)
         metas = [ds.metainfo for ds in batch_data_samples]
         ref = cls[0]
         meta = self._metas(metas, ref, dense_x2d, dense_mask)
@@ -230,7 +269,7 @@ class EProPnPDeformPnPHead(BaseModule):
         # ---- FCOS
         points, strides, ranges = self.fcos_head.get_points([c.shape[-2:] for c in cls], ref.dtype, ref.device)
         targets = self.fcos_head.get_targets(points, strides, ranges, boxes2d, labels, centres, ignore)
-        losses = self.fcos_head.loss_by_feat(cls, centers, ctrness, targets, boxes2d, centres)
+        losses = self.fcos_head.loss_by_feat(cls, centers, ctrness, targets, boxes2d, centres, bbox_preds=bbox_preds)
         # ---- object sampling
         M = points.shape[0]
         fg = targets.labels.reshape(-1) < self.num_classes
@@ -245,11 +284,22 @@ class EProPnPDeformPnPHead(BaseModule):
         out = self.forward_subheads(emb, cen, strides[pt], img_inds, obj_labels, key_map, value_map, meta)
         losses.update(self.loss_objects(out, all_boxes[smp.gt_inds], obj_labels, img_inds, smp, meta,
                                         self._gather_gt(gt3d, valid, smp.gt_inds, ref)))
+        if self.depth_branch is not None:
+            losses.update(self.depth_branch.loss(value_map, self._cam_pts(batch_data_samples, ref), meta['K'],
+                                                 meta['T'], meta['img_wh'], self.output_stride))
         if self.roi_aux is not None:
             losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, valid, meta, key_map, value_map,
                                             dense_x2d))
         losses['num_dropped_centers'] = ref.new_tensor(float(num_dropped))
         return losses
+
+    @staticmethod
+    def _cam_pts(batch_data_samples: list, ref: Tensor) -> List[Tensor]:
+        """Per-image LiDAR points ``[u, v, z]`` (original image) for the depth branch."""
+        if not all('cam_pts_uvz' in ds for ds in batch_data_samples):
+            raise KeyError("depth_branch needs data_sample.cam_pts_uvz: use EProPnPLoadLidarObjectCoords("
+                           "with_cam_pts=True) in the training pipeline (see docs/data_contract.md)")
+        return [ds.cam_pts_uvz.to(ref) for ds in batch_data_samples]
 
     @staticmethod
     def _gather_gt(gt3d, valid, gt_inds, ref) -> dict:
@@ -307,13 +357,20 @@ class EProPnPDeformPnPHead(BaseModule):
         else:
             camera = self._camera(meta, img_inds)
             x3d, w2d_s = noc * dims[:, None], w2d * scale[:, None]
-            mc = self.pnp.monte_carlo_forward(x3d, x2d.detach(), w2d_s, camera, pose_init=pose_gt,
+            # v1: x2d detached in the pose loss (δ from x2d.detach() and w2d_s); v2 (§10.8): x2d and δ undetached
+            x2d_pose = x2d.detach() if self.detach_pose_x2d else x2d
+            mc = self.pnp.monte_carlo_forward(x3d, x2d_pose, w2d_s, camera, pose_init=pose_gt,
+                                              delta=adaptive_huber_delta(x2d_pose, w2d_s),
                                               force_init_solve=True)
             pose_loss = self.loss_pose(mc.cost_init, mc.logw, batch_norm_factor=batch_norm, weight=w, avg_factor=avg)
             losses['loss_pose'] = pose_loss.loss
             losses['num_nonfinite_pose'] = pose_loss.num_nonfinite.to(boxes)  # objects excluded (NaN/Inf)
-            delta = adaptive_huber_delta(x2d.detach(), w2d_s).detach()
-            reg = derivative_regularization(noc * dims.detach()[:, None], x2d, w2d * scale.detach()[:, None], camera,
+            if self.detach_reg_inputs:  # v1: dims, weight scale and δ detached
+                x3d_reg, w2d_reg = noc * dims.detach()[:, None], w2d * scale.detach()[:, None]
+                delta = adaptive_huber_delta(x2d.detach(), w2d_s).detach()
+            else:  # v2 (§10.8): gradients of the regularisation also reach dims, scale and δ
+                x3d_reg, w2d_reg, delta = x3d, w2d_s, adaptive_huber_delta(x2d, w2d_s)
+            reg = derivative_regularization(x3d_reg, x2d, w2d_reg, camera,
                                             delta, pose_gt, beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0))
             te = (reg['pose_opt'][:, [0, 2]] - pose_gt[:, [0, 2]]).norm(dim=-1)
             score_tgt = ((2.5 - torch.log2(te.clamp(min=1e-6))) / 4).clamp(0, 1)
@@ -407,11 +464,21 @@ class EProPnPDeformPnPHead(BaseModule):
         x3d = out['noc'] * out['dims'][:, None]
         w2d = out['w2d'] * out['scale'][:, None]
         camera = self._camera(meta, cand.img_inds)
-        sol = self.pnp.solve(x3d, out['x2d'], w2d, camera, fast_mode=True, num_iter=cfg['pnp_num_iter'],
-                             with_cov=True)
-        pose = sol.pose
+        ratio = float(cfg.get('mc_scoring_ratio', 0.0))
+        mc_all = None
+        if ratio > 0 and N:  # Monte-Carlo forward INSTEAD of the plain solve (spec §6.2); its pose_opt is the output
+            mc_all = self.pnp.monte_carlo_forward(x3d, out['x2d'], w2d, camera,
+                                                  mc_samples=cfg.get('mc_scoring_samples'),
+                                                  fast_mode=cfg['pnp_fast_mode'], num_iter=cfg['pnp_num_iter'])
+            pose, pose_cov = mc_all.pose_opt, mc_all.pose_cov
+        else:
+            sol = self.pnp.solve(x3d, out['x2d'], w2d, camera, fast_mode=cfg['pnp_fast_mode'],
+                                 num_iter=cfg['pnp_num_iter'], with_cov=True)
+            pose, pose_cov = sol.pose, sol.cov
         boxes = torch.cat((out['dims'], pose), -1)  # (N, 7)
         score3d = out['score_logit'].sigmoid()
+        if mc_all is not None:
+            score3d = blend_scores(score3d, mc_te_score(mc_all.pose_samples, mc_all.logw, pose), ratio)
         scores = cand.scores * score3d
         bbox2d, in_front = project_boxes_2d(boxes, meta['K'][cand.img_inds], meta['ori_hw'][cand.img_inds].flip(-1),
                                             pixel_offset=0.5 if self.pixel_convention == 'v1' else 0.)
@@ -436,7 +503,7 @@ class EProPnPDeformPnPHead(BaseModule):
         if cfg['mc_samples'] and len(idx):
             sel = idx
             mc = self.pnp.monte_carlo_forward(x3d[sel], out['x2d'][sel], w2d[sel], camera.index(sel),
-                                              mc_samples=cfg['mc_samples'], fast_mode=True,
+                                              mc_samples=cfg['mc_samples'], fast_mode=cfg['pnp_fast_mode'],
                                               num_iter=cfg['pnp_num_iter'])
         results = []
         for b in range(num_imgs):
@@ -448,7 +515,7 @@ class EProPnPDeformPnPHead(BaseModule):
             r.attr_labels = attr[ib] if attr is not None else torch.full_like(cand.labels[ib], 8)
             r.bboxes_2d = bbox2d[ib].detach()  # original-image continuous px
             r.scores_2d = cand.scores[ib].detach()
-            r.pose_cov = sol.cov[ib]  # (n, 4, 4) Laplace covariance of [x, y, z, yaw]
+            r.pose_cov = pose_cov[ib]  # (n, 4, 4) Laplace covariance of [x, y, z, yaw]
             r.score3d = score3d[ib].detach()
             if mc is not None:
                 pos = (idx[:, None] == ib[None]).float().argmax(0)  # rows of ib in the MC batch

@@ -1,5 +1,6 @@
 from .deform_sampler import EProPnPDeformableAttentionSampler, SamplerOutput
 from .dense_branch import EProPnPDenseBranch, padding_mask
+from .depth_branch import DepthPoints, EProPnPDepthBranch
 from .object_branches import EProPnPObjectBranches, ObjectBranchOutput
 from .point_subnet import EProPnPPointSubnet, GroupLinear, PointSubnetOutput, fibonacci_sphere
 from .positional_encoding import EProPnPSinePositionalEncoding
@@ -9,3 +10,4 @@ __all__ = ['EProPnPDenseBranch', 'padding_mask', 'EProPnPSinePositionalEncoding'
            'EProPnPDeformableAttentionSampler', 'SamplerOutput', 'EProPnPPointSubnet', 'GroupLinear',
            'PointSubnetOutput', 'fibonacci_sphere', 'EProPnPObjectBranches', 'ObjectBranchOutput']
 __all__ += ['EProPnPRoIAuxBranch', 'RoIAuxOutput']
+__all__ += ['EProPnPDepthBranch', 'DepthPoints']

@@ -1,0 +1,19 @@
+# EPro-PnP-Det v2 trained on nuScenes train + val (spec §8.1: its only difference from epropnp_det_r101_v2.py), for
+# the test-split submission (the val metrics printed during training are then not a held-out estimate).
+#
+#   bash tools/dist_train.sh configs/epropnp_det_r101_v2_trainval.py 2
+#   python tools/create_data.py nuscenes --root-path data/nuscenes --out-dir data/nuscenes --version v1.0-test
+#   python tools/test.py configs/epropnp_det_r101_v2_trainval.py CKPT --tta --cfg-options \
+#       test_dataloader.dataset.ann_file=nuscenes_infos_test.pkl \
+#       test_evaluator.ann_file=data/nuscenes/nuscenes_infos_test.pkl \
+#       test_evaluator.format_only=True test_evaluator.jsonfile_prefix=work_dirs/submission_v2
+_base_ = ['./epropnp_det_r101_v2.py']
+
+_train_set = dict(
+    type={{_base_.dataset_type}}, data_root={{_base_.data_root}}, data_prefix={{_base_.data_prefix}},
+    pipeline={{_base_.train_pipeline}}, modality={{_base_.input_modality}}, metainfo={{_base_.metainfo}},
+    test_mode=False, min_visibility=2, trunc_ignore_thres=0.8, min_box_size=4.0, backend_args=None)
+train_dataloader = dict(dataset=dict(
+    _delete_=True, type='ConcatDataset',
+    datasets=[dict(_train_set, ann_file='nuscenes_infos_train.pkl'),
+              dict(_train_set, ann_file='nuscenes_infos_val.pkl')]))
