@@ -140,3 +140,45 @@ def test_cross_roi_mixture_and_reduction():
     torch.testing.assert_close(val, 0.5 * (out * weight).sum() / 7.0, rtol=1e-6, atol=0)
     val.backward()
     assert torch.isfinite(pred.grad).all()
+
+
+def _rank_data(rank):
+    gen = torch.Generator().manual_seed(10 + rank)
+    n = 2 + rank  # ranks hold different numbers of objects
+    pred = torch.randn(n, 3, 2, 2, 2, generator=gen, dtype=torch.float64)
+    logstd = torch.randn(n, 3, 2, 2, 2, generator=gen, dtype=torch.float64) * 0.5
+    log_mix = torch.randn(n, 3, 2, 2, generator=gen, dtype=torch.float64).log_softmax(1)
+    return pred, logstd, log_mix
+
+
+def _dist_worker(rank, world_size, port, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
+    try:
+        loss = MVDGaussianMixtureNLLLoss(adaptive_weight=True, momentum=0.1).double().train()
+        pred, logstd, log_mix = _rank_data(rank)
+        loss(pred, None, logstd=logstd, log_mix=log_mix)
+        torch.save(loss.mean_inv_std.clone(), f'{out_dir}/buf{rank}.pt')
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes each import the mm* stack (~30 s)
+def test_adaptive_weight_statistics_are_all_reduced(tmp_path):
+    """Two gloo processes with different batches end with the same buffer, computed from the rank means of
+    Σ inv_std·π and D·Σ π (mmdet reduce_mean), i.e. the pooled ratio."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    mp.spawn(_dist_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    bufs = [float(torch.load(tmp_path / f'buf{r}.pt')) for r in range(2)]
+    num = den = 0.0
+    for r in range(2):
+        _, logstd, log_mix = _rank_data(r)
+        pi = log_mix.exp()
+        num += float((pi[..., None] * (-logstd).exp()).sum())
+        den += float(2 * pi.sum())
+    assert bufs[0] == bufs[1] == pytest.approx(0.9 + 0.1 * num / den, rel=1e-12)
