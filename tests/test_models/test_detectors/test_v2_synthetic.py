@@ -75,13 +75,16 @@ def test_v2_head_options(model):
     assert not head.detach_pose_x2d and not head.detach_reg_inputs and not head.point_subnet.detach_pos_x2d
     assert head.loss_pose.loss_weight == 0.5
     assert not model.data_preprocessor.with_dense_x2d
+    assert head.roi_aux.regr_version == 'v2' and head.roi_aux.loss_proj.delta == 2.0
+    assert head.roi_aux.loss_regr.log_sigma is not None
 
 
 def test_v2_one_training_iteration(model):
     model.train()
     data = _data(model, True)
     losses = model(**data, mode='loss')
-    for key in ('loss_bbox2d', 'loss_depth', 'loss_pose', 'loss_reg_pos', 'loss_reg_orient'):
+    for key in ('loss_bbox2d', 'loss_depth', 'loss_pose', 'loss_reg_pos', 'loss_reg_orient', 'loss_proj',
+                'loss_regr'):
         assert key in losses, key
     for k, v in losses.items():
         assert torch.isfinite(v).all(), k
