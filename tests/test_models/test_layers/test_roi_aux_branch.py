@@ -283,3 +283,69 @@ def test_no_active_gt_gives_zero_losses_connected_to_all_parameters():
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in branch.parameters())
     assert inp['key_map'].grad is not None
+
+
+def _head_with_aux():
+    from tests.test_models.test_dense_heads.test_deform_pnp_head import tiny_head
+    return tiny_head(loss_proj=dict(type='MVDGaussianMixtureNLLLoss', loss_weight=0.5),
+                     loss_regr=dict(type='mmdet.SmoothL1Loss', beta=0.05, loss_weight=0.25), roi_shape=(6, 5)).train()
+
+
+def _with_lidar(ds, gen, n=80):
+    from tests.test_models.test_dense_heads.test_deform_pnp_head import K as K_head
+    x3d, x2d = [], []
+    for b in ds.gt_instances_3d.bboxes_3d.double():
+        oc = (torch.rand(n, 3, generator=gen, dtype=torch.float64) - 0.5) * b[:3]
+        x3d.append(oc.float())
+        x2d.append(_project(oc, b, torch.tensor(K_head)).float())
+    ds.gt_instances_3d.x3d, ds.gt_instances_3d.x2d = x3d, x2d
+    return ds
+
+
+def test_head_feeds_the_active_gts_to_the_branch():
+    """Head integration: RoIs = augmented 2D boxes of the unique sampled gts with their image index, queries and
+    dims averaged with the row-normalised sample weights, per-gt LiDAR lists aligned with the RoIs."""
+    from tests.test_models.test_dense_heads.test_deform_pnp_head import feats, sample
+    head = _head_with_aux()
+    assert head.roi_aux.roi_shape == (6, 5)
+    gen = torch.Generator().manual_seed(5)
+    samples = [_with_lidar(sample([[4., 1.6, 1.9, 1., 0.5, 10., 0.3], [1., 1.7, 0.7, -2., 0.6, 7., -1.]], [0, 7]),
+                           gen),
+               _with_lidar(sample([[4., 1.6, 1.9, -1., 0.5, 9., 2.0]], [0], flip=True), gen)]
+    seen = {}
+    orig = head.roi_aux.loss
+
+    def spy(*args, **kwargs):
+        seen['args'], seen['kwargs'] = args, kwargs
+        return orig(*args, **kwargs)
+    head.roi_aux.loss = spy
+    losses = head.loss(feats(), samples)
+    del head.roi_aux.loss
+    rois, boxes3d, _, _, flip, _, query, dims = seen['args'][:8]
+    all2d = torch.cat([s.gt_instances.bboxes for s in samples])
+    all3d = torch.cat([s.gt_instances_3d.bboxes_3d for s in samples])
+    img = torch.tensor([0, 0, 1])
+    for g in range(rois.shape[0]):  # each RoI is one of the gts, with its own image, flip flag and 3D box
+        k = int((all2d == rois[g, 1:]).all(1).nonzero()[0, 0])
+        assert rois[g, 0] == img[k] and bool(flip[g]) == (img[k] == 1)
+        torch.testing.assert_close(boxes3d[g], all3d[k])
+        assert torch.equal(seen['kwargs']['lidar_x3d'][g], [x for s in samples for x in s.gt_instances_3d.x3d][k])
+    assert query.requires_grad and query.shape[1:] == (4, 1, 8) and dims.shape == (rois.shape[0], 3)
+    assert {'loss_proj', 'loss_regr'} <= set(losses)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    missing = [n for n, p in head.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+def test_head_without_objects_keeps_the_branch_in_the_graph():
+    from tests.test_models.test_dense_heads.test_deform_pnp_head import feats, sample
+    head = _head_with_aux()
+    samples = [sample(np.zeros((0, 7)), []), sample(np.zeros((0, 7)), [])]
+    for s in samples:
+        s.gt_instances_3d.x3d, s.gt_instances_3d.x2d = [], []
+    losses = head.loss(feats(), samples)
+    assert float(losses['loss_proj'].detach()) == 0 and float(losses['loss_regr'].detach()) == 0
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    missing = [n for n, p in head.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert float(head.roi_aux.loss_proj.mean_inv_std) == 1.0  # no statistics: buffer untouched
