@@ -203,3 +203,25 @@ def test_trainval_config_concatenates_train_and_val():
         lens.append(len(DATASETS.build(copy.deepcopy(d))))
     concat = DATASETS.build(ds_cfg)
     assert len(concat) == sum(lens) and all(n > 0 for n in lens)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', ['configs/epropnp_det_r101_coord_regr.py', 'configs/epropnp_det_r101_v1b.py'])
+def test_r101_variant_one_training_iteration(path):
+    """The paper-size variants (ResNet-101-DCN, 256-channel head) on a tiny batch with LiDAR coordinates: finite
+    losses incl. loss_proj / loss_regr and a finite gradient in every trainable parameter."""
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(os.path.join(ROOT, path))
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    m.train()
+    losses = m(**_data(m, True), mode='loss')
+    assert float(losses['loss_regr'].detach()) > 0 and float(losses['loss_proj'].detach()) != 0
+    loss, _ = m.parse_losses(losses)
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
