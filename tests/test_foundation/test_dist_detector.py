@@ -38,3 +38,31 @@ def test_dist_train_detector_two_cpu_processes(tmp_path):
     ckpt = torch.load(tmp_path / 'iter_6.pth', map_location='cpu', weights_only=False)
     assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values() if v.is_floating_point())
     assert 'gloo' in out.stdout + out.stderr or not torch.cuda.is_available()
+
+
+@pytest.mark.slow
+def test_dist_train_reproduces_single_process_detector_losses(tmp_path):
+    """Issue item: 2 processes x batch 1 vs 1 process x batch 2, same seed (``tools/benchmarks/dist_reproduction.py``).
+
+    Exact (≤ 1e-4) for iteration 1's FCOS losses (no random draws involved); the stochastic losses (object
+    sampler, RSLM, AMIS draw per process) are compared statistically by the tool — with only 2 seeds here the
+    test only requires them to be finite and recorded for every iteration.
+    """
+    import importlib.util
+    import math
+
+    from tests.test_datasets.tiny_nuscenes import tiny_nuscenes_root
+    spec = importlib.util.spec_from_file_location(
+        '_dist_repro', os.path.join(REPO, 'tools', 'benchmarks', 'dist_reproduction.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    root = tiny_nuscenes_root()
+    args = tool.parse_args(['--seeds', '0', '1', '--iters', '2', '--data-root', root, '--work-dir', str(tmp_path)])
+    records = {s: tool.run_pair(args, s, str(tmp_path)) for s in args.seeds}
+    res = tool.compare(records, args.iters)
+    assert res['exact_ok'], res['exact_rows']
+    assert {r[0] for r in res['exact_rows']} == {'loss_cls', 'loss_centerness', 'loss_rp'}
+    for r in records.values():
+        for mode in ('single', 'dist'):
+            assert len(r[mode]) == 2
+            assert all(math.isfinite(v) for row in r[mode] for k, v in row.items() if k.startswith('loss'))
