@@ -186,3 +186,28 @@ def test_v2_gradient_paths_vs_v1_detaching(model):
     assert seen == [True, False]
     assert grads[0] is not None and grads[0].abs().sum() > 0
     assert grads[1] is None or grads[1].abs().sum() == 0
+
+
+@pytest.mark.slow
+def test_r101_v2_config_one_training_iteration():
+    """The paper-size v2 model (ResNet-101-DCN, 256-channel head, 16 points, 128 MC samples, depth / box / RoI
+    branches) on the tiny batch: finite losses and a finite gradient in every trainable parameter."""
+    from mmengine.registry import init_default_scope
+
+    import epropnp_det.datasets  # noqa: F401
+    import epropnp_det.models  # noqa: F401
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/epropnp_det_r101_v2.py'))
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    m.train()
+    losses = m(**_data(m, True), mode='loss')
+    assert {'loss_depth', 'loss_bbox2d', 'loss_proj', 'loss_regr'} <= set(losses)
+    loss, _ = m.parse_losses(losses)
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
