@@ -83,7 +83,8 @@ class EProPnPDeformPnPHead(BaseModule):
         train_cfg: ``dict(num_obj_samples_per_img, roi_shape)`` overrides; test_cfg: ``score_thr, max_per_img,
             nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs,
             mc_scoring_ratio`` (r > 0: Monte-Carlo scoring ``score3d^(1−r)·score_mc^r``, spec §6.2, with
-            ``mc_scoring_samples`` samples, default ``pnp.mc_samples``), ``pnp_fast_mode`` (GN instead of LM).
+            ``mc_scoring_samples`` samples, default ``pnp.mc_samples``), ``pnp_fast_mode`` (GN instead of LM),
+            ``pred_depth`` (with the depth branch: ``pred_instances_3d.metainfo['depth_map']`` (h, w) metres).
 
     EPro-PnP-Det v2 (spec §10) as options of this head and its parts (all off / v1 by default):
 
@@ -103,7 +104,7 @@ class EProPnPDeformPnPHead(BaseModule):
     §10.12  ``depth_branch=dict(...)`` (``EProPnPDepthBranch`` + ``EProPnPCamAwareLinearCoder``)
     §10.13  ``fcos_head=dict(bbox_branch=(256,), loss_bbox2d=GIoU 0.5, ref_offset_init_std=0.01)``
     §10.14  ``MVDGaussianMixtureNLLLoss(delta, sigma, freeze_sigma)``
-    §10.16  ``test_cfg=dict(pnp_fast_mode, mc_scoring_samples=512)``; depth view: ``EProPnPDepthBranch.predict_depth``
+    §10.16  ``test_cfg=dict(pnp_fast_mode, mc_scoring_samples=512, pred_depth)`` (``pred_depth``: the depth view)
     ======  ===========================================================================================
     §10.15 (PnP cost module form) needs no option; §10.17 (visualisation) and §10.19 are not model options.
     """
@@ -173,7 +174,7 @@ class EProPnPDeformPnPHead(BaseModule):
                 pixel_convention=pixel_convention, loss_proj=loss_proj, loss_regr=loss_regr), **roi_aux_branch))
         self.test_cfg = dict(dict(score_thr=0.04, max_per_img=256, nms_iou2d=0.8, nms_ioubev_thr=0.25,
                                   pnp_num_iter=5, min_bbox_size=4.0, mc_samples=0, cls_attrs=NUSCENES_CLS_ATTRS,
-                                  mc_scoring_ratio=0.0, mc_scoring_samples=None, pnp_fast_mode=True),
+                                  mc_scoring_ratio=0.0, mc_scoring_samples=None, pnp_fast_mode=True, pred_depth=False),
                              **(test_cfg or {}))
 
     # --------------------------------------------------------------------------------------------- common
@@ -414,7 +415,12 @@ class EProPnPDeformPnPHead(BaseModule):
         key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
         out = self.forward_subheads(cand.emb, cand.centers, cand.strides, cand.img_inds, cand.labels, key_map,
                                     value_map, meta)
-        return self.predict_by_feat(out, cand, meta, len(metas))
+        results = self.predict_by_feat(out, cand, meta, len(metas))
+        if cfg.get('pred_depth') and self.depth_branch is not None:  # v2 'depth' view (spec §6.3, §10.16)
+            maps = self.depth_branch.predict_depth_maps(value_map, meta['K'], self.output_stride)
+            for r, depth in zip(results, maps):
+                r.set_metainfo(dict(depth_map=depth))  # (h, w) metres at the value-map cells (augmented image)
+        return results
 
     def predict_flip_tta(self, x: Sequence[Tensor], x_flip: Sequence[Tensor], batch_data_samples: list,
                          batch_data_samples_flip: list, dense_maps=(None, None),

@@ -150,5 +150,17 @@ class EProPnPDepthBranch(BaseModule):
         best = codes.gather(1, logits.argmax(1, keepdim=True))[:, 0]
         return self.depth_coder.decode(best, (K[img_inds, 0, 0] + K[img_inds, 1, 1]) / 2)
 
+    @torch.no_grad()
+    def predict_depth_maps(self, value_map: Tensor, K: Tensor, stride: float) -> Tensor:
+        """Dense depth (metres, most probable mode) at every value-map cell centre ``((j + ½)·s, (i + ½)·s)`` of the
+        augmented image: (B, h, w) (the v2 ``depth`` view, spec §6.3). At cell centres the bilinear sample is the
+        cell's own feature."""
+        B, _, h, w = value_map.shape
+        ys, xs = torch.meshgrid((torch.arange(h, device=K.device, dtype=value_map.dtype) + 0.5) * stride,
+                                (torch.arange(w, device=K.device, dtype=value_map.dtype) + 0.5) * stride, indexing='ij')
+        loc = torch.stack((xs, ys), -1).reshape(1, h * w, 2).expand(B, -1, -1).reshape(-1, 2)
+        inds = torch.arange(B, device=K.device).repeat_interleave(h * w)
+        return self.predict_depth(value_map, loc, inds, K.to(value_map), stride).reshape(B, h, w)
+
     def extra_repr(self) -> str:
         return f'num_modes={self.num_modes}, pixel_convention={self.pixel_convention!r}'

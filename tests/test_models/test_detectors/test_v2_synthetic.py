@@ -126,6 +126,7 @@ def test_v2_predict_with_and_without_mc_scoring(model):
         head.pnp.monte_carlo_forward = orig
         head.test_cfg.update(score_thr=0.04, max_per_img=100, mc_scoring_ratio=0.0, mc_scoring_samples=64)
     assert sum(len(d.pred_instances_3d.scores_3d) for d in plain) > 0
+    assert 'depth_map' not in plain[0].pred_instances_3d.metainfo
     assert captured['mc'].logw.shape[0] == 32
     for d in mc:
         p = d.pred_instances_3d
@@ -211,3 +212,18 @@ def test_r101_v2_config_one_training_iteration():
     missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_v2_depth_view(model):
+    model.eval()
+    head = model.bbox_head
+    head.test_cfg['pred_depth'] = True
+    try:
+        with torch.no_grad():
+            out = model(**_data(model, False), mode='predict')
+    finally:
+        head.test_cfg['pred_depth'] = False
+    s = head.output_stride
+    for d in out:
+        depth = d.pred_instances_3d.metainfo['depth_map']
+        assert depth.shape == (H // s, W // s) and torch.isfinite(depth).all()

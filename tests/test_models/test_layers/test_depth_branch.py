@@ -123,3 +123,15 @@ def test_predict_depth_best_mode():
     K = torch.tensor([[[1260., 0, 20], [0, 1260, 10], [0, 0, 1]]])
     d = br.predict_depth(torch.randn(1, 8, 2, 3), torch.tensor([[3., 4.]]), torch.tensor([0]), K, 8)
     np.testing.assert_allclose(d.numpy(), [30.])
+
+
+def test_depth_maps_at_cell_centres_use_the_cell_features():
+    br = _branch()
+    vmap = torch.randn(2, 8, 3, 5)
+    K = torch.tensor([[[800., 0, 20], [0, 700, 10], [0, 0, 1]], [[1260., 0, 20], [0, 1260, 10], [0, 0, 1]]])
+    maps = br.predict_depth_maps(vmap, K, 8)
+    assert maps.shape == (2, 3, 5)
+    out = br.mlp(vmap.permute(0, 2, 3, 1)).reshape(2, 3, 5, 4, 2)
+    best = out[..., 0].gather(-1, out[..., 1].argmax(-1, keepdim=True))[..., 0]
+    focal = torch.tensor([750., 1260.])[:, None, None]
+    torch.testing.assert_close(maps, (best * 15 + 15) * focal / 1260)
