@@ -45,7 +45,7 @@ from torch import Tensor
 from epropnp_det.ops.pnp.camera import project
 from epropnp_det.ops.pnp.types import CameraParams
 
-from ..losses import logsoftmax_across_rois
+from ..losses import MVDGaussianMixtureNLLLoss, logsoftmax_across_rois
 from .deform_sampler import apply_homography
 from .point_subnet import GroupLinear, fibonacci_sphere
 
@@ -216,7 +216,7 @@ class EProPnPRoIAuxBranch(BaseModule):
         self.loss_proj = MODELS.build(loss_proj) if loss_proj is not None else None
         self.loss_regr = MODELS.build(loss_regr) if loss_regr is not None else None
         if regr_version is None:
-            regr_version = 'v2' if loss_regr is not None and 'MVDGaussianMixtureNLLLoss' in loss_regr['type'] else 'v1'
+            regr_version = 'v2' if isinstance(self.loss_regr, MVDGaussianMixtureNLLLoss) else 'v1'
         if regr_version not in ('v1', 'v2'):
             raise ValueError(f"regr_version must be 'v1' or 'v2', got {regr_version!r}")
         self.regr_version = regr_version
