@@ -360,17 +360,18 @@ class EProPnPDeformPnPHead(BaseModule):
             x3d, w2d_s = noc * dims[:, None], w2d * scale[:, None]
             # v1: x2d detached in the pose loss (δ from x2d.detach() and w2d_s); v2 (§10.8): x2d and δ undetached
             x2d_pose = x2d.detach() if self.detach_pose_x2d else x2d
+            rel_delta = self.pnp.relative_delta  # AdaptiveHuberPnPCost relative_delta (0.5)
             mc = self.pnp.monte_carlo_forward(x3d, x2d_pose, w2d_s, camera, pose_init=pose_gt,
-                                              delta=adaptive_huber_delta(x2d_pose, w2d_s),
+                                              delta=adaptive_huber_delta(x2d_pose, w2d_s, rel_delta),
                                               force_init_solve=True)
             pose_loss = self.loss_pose(mc.cost_init, mc.logw, batch_norm_factor=batch_norm, weight=w, avg_factor=avg)
             losses['loss_pose'] = pose_loss.loss
             losses['num_nonfinite_pose'] = pose_loss.num_nonfinite.to(boxes)  # objects excluded (NaN/Inf)
             if self.detach_reg_inputs:  # v1: dims, weight scale and δ detached
                 x3d_reg, w2d_reg = noc * dims.detach()[:, None], w2d * scale.detach()[:, None]
-                delta = adaptive_huber_delta(x2d.detach(), w2d_s).detach()
+                delta = adaptive_huber_delta(x2d.detach(), w2d_s, rel_delta).detach()
             else:  # v2 (§10.8): gradients of the regularisation also reach dims, scale and δ
-                x3d_reg, w2d_reg, delta = x3d, w2d_s, adaptive_huber_delta(x2d, w2d_s)
+                x3d_reg, w2d_reg, delta = x3d, w2d_s, adaptive_huber_delta(x2d, w2d_s, rel_delta)
             reg = derivative_regularization(x3d_reg, x2d, w2d_reg, camera,
                                             delta, pose_gt, beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0))
             te = (reg['pose_opt'][:, [0, 2]] - pose_gt[:, [0, 2]]).norm(dim=-1)
