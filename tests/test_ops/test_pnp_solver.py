@@ -88,22 +88,29 @@ def test_noise_free_recovery_from_nearby_init(dof, fast_mode):
     assert sol.cost.max() < 1e-12
 
 
-def test_rslm_finds_true_pose_in_99_percent():
+# the compiled solver kernels (torch.compile, tens of seconds of compilation per process) run in the slow suite
+BACKENDS = ['eager', pytest.param('compile', marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_rslm_finds_true_pose_in_99_percent(backend):
     """1,000 random well-posed noise-free problems, random init (RSLM + LM), one batched call."""
     p = make_problems(1000, 32, noise_px=0., dtype=D64, generator=torch.Generator().manual_seed(4))
     sol = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], num_iter=10,
-                    generator=torch.Generator().manual_seed(5))
+                    generator=torch.Generator().manual_seed(5), backend=backend)
     te, re = _pose_err(sol.pose, p['pose_gt'])
     ok = (te < 1e-4 * p['pose_gt'][:, 2]) & (re < 1e-4)
     assert ok.float().mean() >= 0.99, ok.float().mean()
 
 
-def test_gn_inference_accuracy_at_noise_floor():
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_gn_inference_accuracy_at_noise_floor(backend):
     """Benchmark-like problems (2 px noise): GN inference agrees with LM started from the true pose."""
     p = make_problems(200, 128, dtype=torch.float32, generator=torch.Generator().manual_seed(6))
     sol = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], num_iter=5, fast_mode=True,
-                    generator=torch.Generator().manual_seed(7))
-    ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=20)
+                    generator=torch.Generator().manual_seed(7), backend=backend)
+    ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=20,
+                    backend='eager')
     te, re = _pose_err(sol.pose, ref.pose)
     agree = (te < 0.01 * ref.pose[:, 2].abs() + 0.01) & (re < 0.01)
     assert agree.float().mean() > 0.9
@@ -235,7 +242,7 @@ def _degenerate_batch(N, n, seed, dtype=torch.float32):
     return x3d.to(dtype), x2d.to(dtype), w2d.to(dtype), pose.to(dtype), cam
 
 
-def _check_robust(N, n, seed):
+def _check_robust(N, n, seed, backend='auto'):
     x3d, x2d, w2d, pose_gt, cam = _degenerate_batch(N, n, seed)
     x3d.requires_grad_()
     x2d.requires_grad_()
@@ -243,7 +250,7 @@ def _check_robust(N, n, seed):
     delta = adaptive_huber_delta(x2d.detach(), w2d)
     for fast in (True, False):
         sol = solve_pnp(x3d, x2d, w2d, cam, delta, with_cov=True, fast_mode=fast, num_iter=5 if fast else 10,
-                        generator=torch.Generator().manual_seed(seed))
+                        generator=torch.Generator().manual_seed(seed), backend=backend)
         for t in (sol.pose, sol.cost, sol.cov):
             assert torch.isfinite(t).all()
     pose_plus = compute_pose_plus(x3d, x2d, w2d, sol.pose, cam, delta)
@@ -255,10 +262,40 @@ def _check_robust(N, n, seed):
 
 
 def test_robustness_fast_subset():
-    _check_robust(350, 32, 0)
+    _check_robust(350, 32, 0, backend='eager')
 
 
 @pytest.mark.slow
 def test_robustness_10k():
-    for seed in range(5):
+    for seed in range(5):  # 'auto' compiles at this size: the degenerate problems also go through the fused kernels
         _check_robust(2100, 64, 100 + seed)
+
+
+@pytest.mark.slow
+def test_compiled_solver_kernels_match_eager():
+    """The torch.compile'd normal equations / cost (dynamic shapes) equal the eager kernels: RSLM subsets
+    (P, N, m), full sets (N, n), size-1 dims, clipped and unclipped Jacobians, float32 and float64."""
+    from epropnp_det.ops.pnp import _compile
+    from epropnp_det.ops.pnp.kernels import cost_prepared, normal_equations_planes, pack_matrix, prepare
+    g = torch.Generator().manual_seed(21)
+    for N, n, dtype in [(144, 256, torch.float32), (7, 1, torch.float32), (1, 300, torch.float32), (30, 40, D64)]:
+        p = make_problems(N, n, dtype=dtype, generator=g)
+        delta = adaptive_huber_delta(p['x2d'], p['w2d'])
+        prep = prepare(p['x3d'], p['x2d'], p['w2d'])._replace(xhT=None)
+        idx, valid = sample_subsets(p['w2d'].mean(-1), 5, min(16, n), g)
+        poses = p['pose_gt'] + torch.randn(5, N, 4, generator=g, dtype=dtype) * torch.tensor([.3, .1, 1., .2],
+                                                                                               dtype=dtype)
+        cases = [(prep, poses[0]), (prep, poses), (prep.gather(idx).mask_points(valid), poses)]
+        for pr, pose in cases:
+            for clip in (True, False):
+                ref = normal_equations_planes(pr, pose, p['camera'], delta, clip_jac=clip)
+                out = _compile.call('normal_equations', normal_equations_planes, True, pr, pose, p['camera'], delta,
+                                    clip)
+                for a, b in [(pack_matrix(ref[0]), pack_matrix(out[0])), (torch.stack(ref[1]), torch.stack(out[1])),
+                             (ref[2], out[2])]:
+                    tol = 1e-4 if dtype == torch.float32 else 1e-10
+                    assert torch.isfinite(b).all()
+                    assert ((a - b).abs().max() / a.abs().max().clamp(min=1e-12)).item() < tol
+            c_ref = cost_prepared(pr, pose, p['camera'], delta)
+            c_out = _compile.call('cost', cost_prepared, True, pr, pose, p['camera'], delta)
+            assert ((c_ref - c_out).abs().max() / c_ref.abs().max().clamp(min=1e-12)).item() < 1e-4

@@ -130,7 +130,7 @@ def _make_step(kind, p, K, backend, gen):
         def step():
             x3d, x2d, w2d = leaves()
             delta = adaptive_huber_delta(x2d.detach(), w2d).detach()
-            reg = derivative_regularization(x3d, x2d, w2d, camera, delta, pose_gt, generator=gen)
+            reg = derivative_regularization(x3d, x2d, w2d, camera, delta, pose_gt, generator=gen, backend=backend)
             (reg['loss_pos'].mean() + reg['loss_orient'].mean()).backward()
             return reg['pose_opt']
     return step

@@ -26,14 +26,13 @@ host/device synchronisation inside the AMIS loop (§13.18); nothing is stored on
 chunked autograd function (:func:`sampled_pnp_cost`) whose memory does not grow with ``K·N·n``.
 """
 import math
-import os
-import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from . import _compile
 from .cost import adaptive_huber_delta
 from .distributions import AngularCentralGaussian, MultivariateStudentT, VonMisesUniformMix, cholesky_with_fallback
 from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
@@ -114,35 +113,9 @@ def _planar_grad_fields(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
     return F1, torch.stack([au, av, az], dim=2)
 
 
-_COMPILED = {}
-_COMPILE_STATE = {'failed': False}
-# auto backend: compile only when one call evaluates at least this many (pose, point) pairs
-AUTO_COMPILE_MIN_POINTS = 1 << 18
-
-
-def _compiled(name: str, fn):
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(fn, dynamic=True)
-    return _COMPILED[name]
-
-
-def _use_compile(backend: str, num_points: int) -> bool:
-    if backend not in ('auto', 'eager', 'compile'):
-        raise ValueError(f"backend must be 'auto', 'eager' or 'compile', got {backend!r}")
-    if backend == 'eager' or _COMPILE_STATE['failed'] or os.environ.get('EPROPNP_DISABLE_COMPILE', '0') == '1':
-        return False
-    return backend == 'compile' or num_points >= AUTO_COMPILE_MIN_POINTS
-
-
 def _run_planar(kind: str, args: tuple, z_min: float):
     fn = _planar_cost if kind == 'cost' else _planar_grad_fields
-    try:
-        return _compiled(kind, fn)(*args, z_min)
-    except Exception as err:  # no compiler / unsupported device: fall back for the rest of the process
-        _COMPILE_STATE['failed'] = True
-        warnings.warn(f'torch.compile of the sampled PnP cost failed ({type(err).__name__}: {err}); '
-                      'using the eager implementation')
-        return fn(*args, z_min)
+    return _compile.call(f'sampled_{kind}', fn, True, *args, z_min)
 
 
 # ---- eager formulation: bmm for the projection, in-place element-wise ops, cache-sized chunks --------------------
@@ -296,7 +269,7 @@ def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camer
         raise ValueError(f'poses must be (S, N, 4|7) with N = {x3d.shape[0]}, got {tuple(poses.shape)}')
     affine = _pose_affine(poses.detach(), camera.cam_mats.detach())
     delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
-    compiled = _use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
+    compiled = _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
     return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),
                               float(camera.z_min), int(chunk_elems), compiled)
 
@@ -543,7 +516,8 @@ class EProPnPBase(nn.Module):
         solver_cfg: keyword arguments of :func:`.solver.solve_pnp` for the training solve
             (default: 10 trust-region LM iterations after RSLM init).
         chunk_elems, cost_backend: chunking and backend (``'auto'``, ``'eager'``, ``'compile'``) of
-            :func:`sampled_pnp_cost`.
+            :func:`sampled_pnp_cost`; the backend is also the default ``backend`` of the solver
+            (:func:`.solver.solve_pnp`).
     """
     proposal_cls = Proposal4DoF
 
@@ -574,7 +548,8 @@ class EProPnPBase(nn.Module):
               **kwargs) -> PnPSolution:
         """Forward to :func:`.solver.solve_pnp` with this layer's dof/normalisation and solver settings;
         ``kwargs`` override per call (e.g. ``fast_mode=True, num_iter=5`` for inference)."""
-        cfg = dict(self.solver_cfg, normalize=self.normalize, dof=self.dof)
+        cfg = dict(dict(backend=self.cost_backend), **self.solver_cfg)
+        cfg.update(normalize=self.normalize, dof=self.dof)
         cfg.update(kwargs)
         return solve_pnp(x3d, x2d, w2d, camera, self._delta(x2d, w2d, delta).detach(), **cfg)
 
@@ -607,7 +582,8 @@ class EProPnPBase(nn.Module):
         x3d_n, pose_init_n = x3d, pose_init
         if self.normalize:
             offset, x3d_n, pose_init_n = pnp_normalize(x3d, pose_init)
-        cfg = dict(self.solver_cfg, dof=self.dof)
+        cfg = dict(dict(backend=self.cost_backend), **self.solver_cfg)
+        cfg.update(dof=self.dof)
         cfg.update(solver_kwargs)
         cfg.update(normalize=False, with_cov=True, pose_init=pose_init_n, force_init_solve=force_init_solve,
                    generator=generator)

@@ -47,6 +47,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import _compile
 from .cost import adaptive_huber_delta
 from .kernels import Prepared, cost_prepared, normal_equations_planes, pack_matrix, prepare
 from .linalg import ldl_solve_planes, spd_inverse
@@ -124,8 +125,13 @@ def _slice_problem(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Te
 
 
 def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int,
-                     fast_mode: bool, chunk_elems: Optional[int] = None, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
-    """:func:`_lm_loop` over independent chunks of the leading dim (objects, or RSLM proposals)."""
+                     fast_mode: bool, chunk_elems: Optional[int] = None, compiled: bool = False,
+                     **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`_lm_loop` over independent chunks of the leading dim (objects, or RSLM proposals); one chunk when
+    ``compiled`` (the fused kernels keep no large intermediates)."""
+    if compiled:
+        return _lm_loop(prep._replace(xhT=None), pose, camera, delta, num_iter=num_iter, fast_mode=fast_mode,
+                        compiled=True, **kwargs)
     total = pose.shape[0]
     per_item = prep.xs[0, :1].numel()
     parts = [_lm_loop(*_slice_problem(prep, pose, camera, delta, a, b), num_iter=num_iter, fast_mode=fast_mode,
@@ -136,8 +142,11 @@ def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: 
 
 
 def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Tensor,
-                  chunk_elems: Optional[int] = None) -> Tensor:
-    """Full-set cost (S, N) of poses (S, N, D) with prep (·, N, n), chunked over objects."""
+                  chunk_elems: Optional[int] = None, compiled: bool = False) -> Tensor:
+    """Full-set cost (S, N) of poses (S, N, D) with prep (·, N, n), chunked over objects (eager), or in one
+    fused pass (``compiled``: the projection is computed inside the loop, not by the bmm path)."""
+    if compiled:
+        return _compile.call('cost', cost_prepared, True, prep._replace(xhT=None), poses, camera, delta)
     S, N = poses.shape[:2]
     parts = [cost_prepared(prep.slice(a, b), poses[:, a:b], camera.index(slice(a, b)), delta[a:b])
              for a, b in _chunks(N, S * prep.num_points, chunk_elems)]
@@ -148,51 +157,77 @@ def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, 
              fast_mode: bool = False, eps: float = 1e-5, min_lm_diagonal: float = 1e-6,
              max_lm_diagonal: float = 1e32, min_relative_decrease: float = 1e-3,
              initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16,
-             final_eval: bool = True) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    # small matrices are lists of (*, N) planes: element-wise ops on tiny trailing dims are slow on CPU
+             final_eval: bool = True, compiled: bool = False) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    # small matrices are lists of (*, N) planes: element-wise ops on tiny trailing dims are slow on CPU.
+    # ``compiled``: the normal-equation evaluations (the point-wise work) go through torch.compile (one fused
+    # loop per evaluation); the small per-pose solves and updates stay eager (few graphs = short compile time)
     clip = not fast_mode
-    A, g, cost = normal_equations_planes(prep, pose, camera, delta, clip_jac=clip)
-    T = len(g)
+    A, g, cost = _compile.call('normal_equations', normal_equations_planes, compiled, prep, pose, camera, delta,
+                               clip)
     if fast_mode:
-        mu = torch.zeros_like(cost)
+        ctrl = (torch.zeros_like(cost),)  # μ
     else:
-        radius = torch.full_like(cost, initial_trust_region_radius)
-        decrease = torch.full_like(cost, 2.0)
+        ctrl = (torch.full_like(cost, initial_trust_region_radius), torch.full_like(cost, 2.0))  # radius, decrease
+    consts = dict(eps=eps, min_lm_diagonal=min_lm_diagonal, max_lm_diagonal=max_lm_diagonal,
+                  min_relative_decrease=min_relative_decrease, max_trust_region_radius=max_trust_region_radius)
     for it in range(num_iter):
-        if fast_mode:
-            damp = [A[i][i] * mu + eps for i in range(T)]
-        else:
-            inv_r = radius.reciprocal()
-            damp = [A[i][i].clamp(min_lm_diagonal, max_lm_diagonal) * inv_r + eps for i in range(T)]
-        step = [-x for x in ldl_solve_planes(A, g, damp)]
-        pose_new = retract(pose, torch.stack(step, dim=-1))
         if fast_mode and not final_eval and it == num_iter - 1:
             # RSLM proposals are scored on the full set afterwards: the last GN step is taken if finite (as in
             # the reference's GN) without evaluating the subset cost there; cost/J̃ᵀJ̃ are not returned
-            ok = torch.isfinite(pose_new).all(dim=-1) & (pose_new[..., :3].abs() <= MAX_TRANSLATION).all(dim=-1)
-            return _where(ok, pose_new, pose), None, None
-        A_new, g_new, cost_new = normal_equations_planes(prep, pose_new, camera, delta, clip_jac=clip)
-        ok = _accept(pose_new, cost_new)
-        if fast_mode:
-            success = ok & (cost_new <= cost)
-            mu = torch.where(success, mu * 0.1, (mu * 10).clamp(min=1e-3))
-        else:
-            # model_change = −stepᵀ(A·step/2 + g)
-            model_change = sum(-step[i] * (0.5 * sum(A[i][j] * step[j] for j in range(T)) + g[i]) for i in range(T))
-            rel = (cost - cost_new) / model_change
-            success = ok & (rel >= min_relative_decrease) & (model_change > 0)
-            # Ceres-style update; the clamp comes after both branches (fixes spec §13.12)
-            grow = (1 - (2 * rel - 1) ** 3).clamp(min=1 / 3)
-            radius = torch.where(success, radius / torch.where(success, grow, 1.), radius / decrease)
-            radius = radius.clamp(eps, max_trust_region_radius)
-            decrease = torch.where(success, 2.0, decrease * 2)
-        pose = _where(success, pose_new, pose)
-        cost = torch.where(success, cost_new, cost)
-        for i in range(T):
-            g[i] = torch.where(success, g_new[i], g[i])
-            for j in range(i + 1):
-                A[i][j] = A[j][i] = torch.where(success, A_new[i][j], A[i][j])
+            return _gn_last_step(pose, A, g, ctrl[0], eps), None, None
+        pose, A, g, cost, ctrl = _lm_iteration(prep, pose, A, g, cost, ctrl, camera, delta, fast_mode, compiled,
+                                               **consts)
     return pose, cost, pack_matrix(A)
+
+
+def _gn_last_step(pose: Tensor, A, g, mu: Tensor, eps: float) -> Tensor:
+    """Damped (``μ``) GN step from the normal equations at ``pose``, kept where finite and in range."""
+    step = ldl_solve_planes(A, g, [A[i][i] * mu + eps for i in range(len(g))])
+    pose_new = retract(pose, -torch.stack(step, dim=-1))
+    ok = torch.isfinite(pose_new).all(dim=-1) & (pose_new[..., :3].abs() <= MAX_TRANSLATION).all(dim=-1)
+    return _where(ok, pose_new, pose)
+
+
+def _lm_iteration(prep: Prepared, pose: Tensor, A, g, cost: Tensor, ctrl: Tuple[Tensor, ...],
+                  camera: CameraParams, delta: Tensor, fast_mode: bool, compiled: bool, eps: float,
+                  min_lm_diagonal: float,
+                  max_lm_diagonal: float, min_relative_decrease: float, max_trust_region_radius: float):
+    """One damped step, evaluation at the new pose and acceptance; returns the updated
+    ``(pose, A, g, cost, ctrl)`` with ``ctrl = (μ,)`` (fast mode) or ``(radius, decrease)`` (trust region)."""
+    T = len(g)
+    if fast_mode:
+        mu, = ctrl
+        damp = [A[i][i] * mu + eps for i in range(T)]
+    else:
+        radius, decrease = ctrl
+        inv_r = radius.reciprocal()
+        damp = [A[i][i].clamp(min_lm_diagonal, max_lm_diagonal) * inv_r + eps for i in range(T)]
+    step = [-x for x in ldl_solve_planes(A, g, damp)]
+    pose_new = retract(pose, torch.stack(step, dim=-1))
+    A_new, g_new, cost_new = _compile.call('normal_equations', normal_equations_planes, compiled, prep, pose_new,
+                                           camera, delta, not fast_mode)
+    ok = _accept(pose_new, cost_new)
+    if fast_mode:
+        success = ok & (cost_new <= cost)
+        ctrl = (torch.where(success, mu * 0.1, (mu * 10).clamp(min=1e-3)),)
+    else:
+        # model_change = −stepᵀ(A·step/2 + g)
+        model_change = sum(-step[i] * (0.5 * sum(A[i][j] * step[j] for j in range(T)) + g[i]) for i in range(T))
+        rel = (cost - cost_new) / model_change
+        success = ok & (rel >= min_relative_decrease) & (model_change > 0)
+        # Ceres-style update; the clamp comes after both branches (fixes spec §13.12)
+        grow = (1 - (2 * rel - 1) ** 3).clamp(min=1 / 3)
+        radius = torch.where(success, radius / torch.where(success, grow, 1.), radius / decrease)
+        radius = radius.clamp(eps, max_trust_region_radius)
+        ctrl = (radius, torch.where(success, 2.0, decrease * 2))
+    pose = _where(success, pose_new, pose)
+    cost = torch.where(success, cost_new, cost)
+    g = [torch.where(success, g_new[i], g[i]) for i in range(T)]
+    A = [[torch.where(success, A_new[i][j], A[i][j]) if j <= i else None for j in range(T)] for i in range(T)]
+    for i in range(T):
+        for j in range(i + 1, T):
+            A[i][j] = A[j][i]
+    return pose, A, g, cost, ctrl
 
 
 def center_based_init(x3d: Tensor, x2d: Tensor, camera: CameraParams, dof: int = 4) -> Tensor:
@@ -242,7 +277,17 @@ def sample_subsets(probs: Tensor, num_subsets: int, num_points: int,
     cdf = torch.cumsum(probs, dim=-1)
     cdf = cdf / cdf[..., -1:]
     u = torch.rand(N, P * k, dtype=cdf.dtype, device=cdf.device, generator=generator)
-    draws = _inverse_cdf(cdf, u).reshape(N, P, k).transpose(0, 1).reshape(P * N, k)
+    start, steps = _guide_table(cdf)
+    if steps > _MAX_GUIDE_STEPS:  # very concentrated weights: plain binary search
+        draws = torch.searchsorted(cdf, u, right=True).clamp(max=n - 1)
+        return _first_distinct(draws, P, m, n)
+    return _first_distinct(_guided_search(cdf, start, u, steps), P, m, n)
+
+
+def _first_distinct(draws: Tensor, P: int, m: int, n: int) -> Tuple[Tensor, Tensor]:
+    """draws (N, P·2m) point indices -> the first m distinct ones per subset: idx (P, N, m), valid (P, N, m)."""
+    N, k = draws.shape[0], 2 * m
+    draws = draws.reshape(N, P, k).transpose(0, 1).reshape(P * N, k)
     # first occurrence of each point among the draws (successive sampling = draw order, repeats rejected)
     order = torch.arange(k, device=draws.device)
     small = torch.uint8 if k < 255 else torch.int32
@@ -257,30 +302,39 @@ def sample_subsets(probs: Tensor, num_subsets: int, num_points: int,
     return idx.reshape(P, N, m), valid.reshape(P, N, m)
 
 
-def _inverse_cdf(cdf: Tensor, u: Tensor, max_steps: int = 8) -> Tensor:
-    """``searchsorted(cdf, u, right=True)`` per row (cdf (N, n) ending at 1, u (N, S) in [0, 1)) -> (N, S).
+# the guide-table search falls back to torch.searchsorted beyond this many candidates per bucket
+_MAX_GUIDE_STEPS = 8
 
-    Guide-table method: ``2n`` equal buckets of [0, 1) each store the first candidate index, then at most
-    ``L`` = max candidates per bucket comparison steps finish the search (exact). ``torch.searchsorted`` with
-    unsorted queries is several times slower here; it is used only when some bucket spans more than
-    ``max_steps`` points (very concentrated weights). Finding L costs one host sync per call."""
+
+def _guide_table(cdf: Tensor) -> Tuple[Tensor, int]:
+    """Guide table of :func:`_guided_search`: (N, 2n + 1) first candidate per bucket and the max number of
+    candidates per bucket (one host sync)."""
     N, n = cdf.shape
     G = 2 * n
     grid = (torch.arange(G + 1, dtype=cdf.dtype, device=cdf.device) / G).expand(N, G + 1).contiguous()
     start = torch.searchsorted(cdf, grid, right=True)
-    steps = int((start[:, 1:] - start[:, :-1]).max())
-    if steps > max_steps:
-        return torch.searchsorted(cdf, u, right=True).clamp(max=n - 1)
+    return start, int((start[:, 1:] - start[:, :-1]).max())
+
+
+def _guided_search(cdf: Tensor, start: Tensor, u: Tensor, steps: int) -> Tensor:
+    """``searchsorted(cdf, u, right=True)`` per row (cdf (N, n) ending at 1, u (N, S) in [0, 1)) -> (N, S).
+
+    Guide-table method: ``2n`` equal buckets of [0, 1) each store the first candidate index (``start``), then
+    ``steps`` ≥ max candidates per bucket comparison steps finish the search (exact; extra steps are no-ops).
+    ``torch.searchsorted`` with unsorted queries is several times slower here."""
+    n = cdf.shape[-1]
+    G = 2 * n
     idx = start.gather(-1, (u * G).long().clamp(max=G - 1))
     cdf_pad = torch.cat([cdf, torch.full_like(cdf[:, :1], 2.0)], dim=-1)
     for _ in range(steps):
-        idx += cdf_pad.gather(-1, idx) <= u
+        idx = idx + (cdf_pad.gather(-1, idx) <= u)
     return idx.clamp(max=n - 1)
 
 
 def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, *, num_points: int = 16,
               num_proposals: int = 64, num_iter: int = 3, dof: int = 4, fast_mode: bool = False,
-              generator: Optional[torch.Generator] = None, **lm_kwargs) -> Tuple[Tensor, Tensor]:
+              generator: Optional[torch.Generator] = None, backend: str = 'auto',
+              **lm_kwargs) -> Tuple[Tensor, Tensor]:
     """Random-sample LM initialiser (spec §2.5), no grad.
 
     For each object, ``num_proposals`` subsets of ``num_points`` distinct points are drawn with probability
@@ -288,23 +342,26 @@ def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
     centre-based translation and a random rotation (yaw ~ U[0, 2π) or uniform quaternion), runs ``num_iter``
     LM (or GN) iterations on its subset and is scored by the cost on the full point set.
 
-    Args: x3d (N, n, 3), x2d / w2d (N, n, 2), camera (N, ...), delta (N,) (computed on the full set).
+    Args: x3d (N, n, 3), x2d / w2d (N, n, 2), camera (N, ...), delta (N,) (computed on the full set);
+        backend: ``'auto'`` / ``'eager'`` / ``'compile'`` (see :mod:`._compile`; auto compiles when the
+        full-set scoring evaluates ≥ 2¹⁸ (proposal, point) pairs).
     Returns:
         pose (N, D) of the best proposal, cost (N,) its full-set cost.
     """
     return _rslm(prepare(x3d, x2d, w2d), x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof,
-                 fast_mode, generator, **lm_kwargs)
+                 fast_mode, generator, backend=backend, **lm_kwargs)
 
 
 def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof, fast_mode, generator,
-          **lm_kwargs):
+          backend='auto', **lm_kwargs):
     N, n = x3d.shape[-3], x3d.shape[-2]
     P, m = num_proposals, min(num_points, n)
+    compiled = _compile.use_compile(backend, P * N * n)
     probs = torch.nan_to_num(w2d.mean(dim=-1), nan=0.0, posinf=0.0).clamp(min=0)
     valid_obj = probs.sum(dim=-1, keepdim=True) > 0
     probs = torch.where(valid_obj, probs, torch.ones_like(probs))
     idx, valid = sample_subsets(probs, P, m, generator)
-    sub = prep.gather(idx).mask_points(valid)
+    sub = prep.gather(idx).mask_points(valid)  # (gathering inside the compiled kernels is slower)
 
     t0 = center_based_init(x3d, x2d, camera, dof).expand(P, N, 3)
     if dof == 4:
@@ -313,9 +370,9 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
         rot0 = random_quaternion((P, N), dtype=x3d.dtype, device=x3d.device, generator=generator)
     pose0 = torch.cat([t0, rot0], dim=-1)
     poses, _, _ = _lm_loop_chunked(sub, pose0, camera, delta, num_iter=num_iter, fast_mode=fast_mode,
-                                   final_eval=False, **lm_kwargs)
+                                   final_eval=False, compiled=compiled, **lm_kwargs)
     # full-set cost of every proposal, chunked over objects (bounded memory, cache-friendly)
-    costs = _cost_chunked(prep, poses, camera, delta)
+    costs = _cost_chunked(prep, poses, camera, delta, compiled=compiled)
     costs = torch.nan_to_num(costs, nan=math.inf)
     best_cost, best = costs.min(dim=0)
     pose = poses.gather(0, best[None, :, None].expand(1, N, poses.shape[-1])).squeeze(0)
@@ -381,7 +438,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
               with_pose_plus: bool = False, normalize: bool = True, num_iter: int = 10, fast_mode: bool = False,
               dof: int = 4, eps: float = 1e-5, init_num_points: int = 16, init_num_proposals: int = 64,
               init_num_iter: int = 3, generator: Optional[torch.Generator] = None, check_finite: bool = True,
-              **lm_kwargs) -> PnPSolution:
+              backend: str = 'auto', **lm_kwargs) -> PnPSolution:
     """Solve a batch of PnP problems (spec §2.4 ``LMSolver.forward``).
 
     Args:
@@ -400,6 +457,9 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         init_num_points / init_num_proposals / init_num_iter: RSLM settings (16 / 64 / 3).
         generator: torch RNG for RSLM.
         check_finite: raise ``ValueError`` naming the field if an input has NaN/Inf (one host sync).
+        backend: ``'auto'`` (default), ``'eager'`` or ``'compile'``: ``torch.compile``-fused solver kernels
+            (:mod:`._compile`); auto compiles the RSLM stage when it scores ≥ 2¹⁸ (proposal, point) pairs and the
+            final LM/GN loop then or when ``N·n·num_iter ≥ 2¹⁸``. Same results up to float rounding.
         **lm_kwargs: trust-region constants of :func:`lm_solve`.
 
     Returns:
@@ -426,13 +486,17 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         prep = prepare(x3d_d, x2d_d, w2d_d)
         if pose_n is None or force_init_solve:
             pose_r, cost_r = _rslm(prep, x3d_d, x2d_d, w2d_d, camera, delta_d, init_num_points,
-                                   init_num_proposals, init_num_iter, dof, fast_mode, generator, **kw)
+                                   init_num_proposals, init_num_iter, dof, fast_mode, generator, backend=backend,
+                                   **kw)
             if pose_n is not None:
                 cost_i = cost_prepared(prep, pose_n, camera, delta_d)
                 pose_r = _where(cost_i < cost_r, pose_n, pose_r)
             pose_n = pose_r
+        # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
+        rslm_ran = pose_init is None or force_init_solve
+        compiled = _compile.use_compile(backend, N * x3d.shape[1] * max(num_iter, init_num_proposals * rslm_ran))
         pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter, fast_mode=fast_mode,
-                                             **kw)
+                                             compiled=compiled, **kw)
         cov = None
         if with_cov:
             cov = laplace_covariance(jtj, eps)
