@@ -21,7 +21,9 @@ API summary (shapes: ``N`` objects, ``n`` points; ``D`` = 4 ``[x, y, z, yaw]`` o
 
 Everything runs batched over objects (and RSLM proposals) without host synchronisation inside loops (one sync per
 ``solve_pnp`` call for the input finiteness check, one in the subset sampler); work is split into chunks of about
-``CHUNK_ELEMS`` point evaluations so the per-point arrays stay in the CPU caches.
+``CHUNK_ELEMS`` point evaluations so the per-point arrays stay in the CPU caches. With ``backend='compile'`` (or
+``'auto'`` on large batches, see :mod:`._compile`) the point-wise passes (normal equations, RSLM full-set scoring)
+run as ``torch.compile``-fused kernels over the whole batch instead.
 
 Differences from the reference (spec §13.11-13, all fixes):
 
@@ -190,8 +192,8 @@ def _gn_last_step(pose: Tensor, A, g, mu: Tensor, eps: float) -> Tensor:
 
 def _lm_iteration(prep: Prepared, pose: Tensor, A, g, cost: Tensor, ctrl: Tuple[Tensor, ...],
                   camera: CameraParams, delta: Tensor, fast_mode: bool, compiled: bool, eps: float,
-                  min_lm_diagonal: float,
-                  max_lm_diagonal: float, min_relative_decrease: float, max_trust_region_radius: float):
+                  min_lm_diagonal: float, max_lm_diagonal: float, min_relative_decrease: float,
+                  max_trust_region_radius: float):
     """One damped step, evaluation at the new pose and acceptance; returns the updated
     ``(pose, A, g, cost, ctrl)`` with ``ctrl = (μ,)`` (fast mode) or ``(radius, decrease)`` (trust region)."""
     T = len(g)
