@@ -299,3 +299,40 @@ def test_compiled_solver_kernels_match_eager():
             c_ref = cost_prepared(pr, pose, p['camera'], delta)
             c_out = _compile.call('cost', cost_prepared, True, pr, pose, p['camera'], delta)
             assert ((c_ref - c_out).abs().max() / c_ref.abs().max().clamp(min=1e-12)).item() < 1e-4
+
+
+def test_compile_fallback_and_switches(monkeypatch):
+    """A failing compilation warns once and falls back to eager (same result); errors of the caller's inputs
+    propagate without disabling compilation; EPROPNP_DISABLE_COMPILE=1 / backend='eager' never compile."""
+    from epropnp_det.ops.pnp import _compile
+    monkeypatch.setattr(_compile, '_COMPILED', {})
+    monkeypatch.setattr(_compile, '_STATE', {'failed': False})
+
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError('no C++ compiler')
+        return run
+    monkeypatch.setattr(torch, 'compile', broken_compile)
+
+    def bad_input(x):
+        raise ValueError('caller error')
+    with pytest.raises(ValueError, match='caller error'):
+        _compile.call('bad_input', bad_input, True, 1)
+    assert not _compile._STATE['failed']
+    p = make_problems(5, 12, dtype=D64, generator=torch.Generator().manual_seed(3))
+    kw = dict(num_iter=3, generator=None)
+    ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], backend='eager',
+                    **dict(kw, generator=torch.Generator().manual_seed(0)))
+    with pytest.warns(UserWarning, match='failed'):
+        out = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], backend='compile',
+                        **dict(kw, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(out.pose, ref.pose) and _compile._STATE['failed']
+    assert not _compile.use_compile('compile', 1 << 30)  # stays off for the rest of the process
+    _compile._STATE['failed'] = False
+    assert _compile.use_compile('auto', _compile.AUTO_COMPILE_MIN_POINTS)
+    assert not _compile.use_compile('auto', _compile.AUTO_COMPILE_MIN_POINTS - 1)
+    assert not _compile.use_compile('eager', 1 << 30)
+    monkeypatch.setenv('EPROPNP_DISABLE_COMPILE', '1')
+    assert not _compile.use_compile('compile', 1 << 30)
+    with pytest.raises(ValueError):
+        _compile.use_compile('fast', 1)
