@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MM_PACKAGES = ('mmcv', 'mmdet', 'mmdet3d', 'mmengine')
@@ -31,13 +30,10 @@ def test_top_level_import_is_light():
     assert loaded == []
 
 
-def test_full_package_imports_under_10s():
-    code = ('import time; t = time.perf_counter(); '
-            'from tests.test_foundation.test_registry_build import import_all_subpackages; '
-            'names = import_all_subpackages(); '
-            'print(time.perf_counter() - t, len(names))')
-    start = time.perf_counter()
-    elapsed, n = _run(code).strip().splitlines()[-1].split()
-    wall = time.perf_counter() - start
-    assert float(elapsed) < 10.0, f'importing the package took {elapsed} s'
-    assert wall < 30.0
+def test_full_package_imports():
+    """Every mm-dependent subpackage imports in a fresh interpreter (registering its modules). The import *time*
+    is measured by ``tools/benchmarks/import_time.py`` (timed assertions are flaky on shared CI machines)."""
+    code = ('from tests.test_foundation.test_registry_build import import_all_subpackages; '
+            'names = import_all_subpackages(); print(len(names))')
+    n = int(_run(code).strip().splitlines()[-1])
+    assert n >= 5  # datasets, engine, evaluation, models, structures, utils, visualization
