@@ -25,12 +25,13 @@ fi
 CONFIG=configs/epropnp_det_r18_synthetic.py
 DATA=${DATA:-data/synthetic_nuscenes}
 WORK_DIR=${WORK_DIR:-work_dirs/epropnp_det_r18_synthetic}
-DATA_OPTS=()
+DATA_OPTS=()        # test / drawing: the test split of $DATA
+TRAIN_DATA_OPTS=()  # training: val is disabled there (val_dataloader=None), so only the train split is redirected
 if [[ "$DATA" != "data/synthetic_nuscenes" ]]; then
     D="${DATA%/}/"
-    DATA_OPTS=(train_dataloader.dataset.data_root="$D" test_dataloader.dataset.data_root="$D"
-               val_dataloader.dataset.data_root="$D" test_evaluator.data_root="$D"
-               test_evaluator.ann_file="${D}nuscenes_infos_val.pkl")
+    DATA_OPTS=(test_dataloader.dataset.data_root="$D" val_dataloader.dataset.data_root="$D"
+               test_evaluator.data_root="$D" test_evaluator.ann_file="${D}nuscenes_infos_val.pkl")
+    TRAIN_DATA_OPTS=(train_dataloader.dataset.data_root="$D")
 fi
 
 step "synthetic nuScenes-format data in ${DATA}"
@@ -64,7 +65,7 @@ CKPT="${WORK_DIR}/iter_${FINAL_ITERS}.pth"
 if [[ -f "$CKPT" && -z "${FORCE_TRAIN:-}" ]]; then
     echo "[quickstart]     ${CKPT} exists (FORCE_TRAIN=1 to retrain)"
 else
-    python tools/train.py "$CONFIG" --work-dir "$WORK_DIR" --cfg-options "${TRAIN_OPTS[@]}" "${DATA_OPTS[@]}"
+    python tools/train.py "$CONFIG" --work-dir "$WORK_DIR" --cfg-options "${TRAIN_OPTS[@]}" "${TRAIN_DATA_OPTS[@]}"
 fi
 
 step "evaluate on the synthetic mini_val split and write the submission JSON"

@@ -191,3 +191,8 @@ def test_empty_submission_scores_zero(root, gt_predictions, tmp_path):
     assert res[key + 'NDS'] == 0.0 and res[key + 'mAP'] == 0.0
     assert res[key + 'mATE'] == 1.0 and res[key + 'car_AP_dist_2.0'] == 0.0
     assert (tmp_path / 'results_nusc.json').exists()
+    # the devkit-format summary exists too, so tools/print_metrics.py reads every run the same way
+    from epropnp_det.evaluation.summary import format_class_table, load_metrics_summary, summary_row
+    summary = load_metrics_summary(str(tmp_path))
+    assert summary_row(summary) == dict(NDS=0.0, mAP=0.0, mATE=1.0, mASE=1.0, mAOE=1.0, mAVE=1.0, mAAE=1.0)
+    assert format_class_table(summary).count('| car |') == 1

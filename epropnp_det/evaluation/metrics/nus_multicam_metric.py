@@ -139,6 +139,7 @@ class EProPnPNuScenesMetric(NuScenesMetric):
             # scores are all below threshold); the honest score of that submission is zero AP and maximal errors.
             logger.warning('EProPnPNuScenesMetric: no predicted boxes in the whole split; reporting NDS = mAP = 0')
             metric_dict = self._empty_metrics(classes)
+            self._write_empty_summary(osp.dirname(res_path), classes)
         else:
             metric_dict = self._evaluate_single(res_path, classes=classes, result_name='pred_instances_3d')
         if tmp_dir is not None:
@@ -153,6 +154,18 @@ class EProPnPNuScenesMetric(NuScenesMetric):
         out.update({f'{prefix}/{err}': 1.0 for err in self.ErrNameMapping.values()})
         out.update({f'{prefix}/NDS': 0.0, f'{prefix}/mAP': 0.0})
         return out
+
+    @staticmethod
+    def _write_empty_summary(out_dir: str, classes) -> None:
+        """Writes the devkit's ``metrics_summary.json`` for a submission without boxes (the devkit itself cannot
+        evaluate it), so tools reading that file (``tools/print_metrics.py``) work the same for every run."""
+        errs = ('trans_err', 'scale_err', 'orient_err', 'vel_err', 'attr_err')
+        summary = dict(
+            label_aps={c: {str(d): 0.0 for d in (0.5, 1.0, 2.0, 4.0)} for c in classes},
+            mean_dist_aps={c: 0.0 for c in classes}, mean_ap=0.0,
+            label_tp_errors={c: {e: 1.0 for e in errs} for c in classes}, tp_errors={e: 1.0 for e in errs},
+            tp_scores={e: 0.0 for e in errs}, nd_score=0.0, eval_time=0.0, empty_submission=True)
+        mmengine.dump(summary, osp.join(out_dir, 'metrics_summary.json'), indent=2)
 
     # ------------------------------------------------------------------------------------------------ formatting
     @staticmethod
