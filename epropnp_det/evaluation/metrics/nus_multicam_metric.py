@@ -155,11 +155,10 @@ class EProPnPNuScenesMetric(NuScenesMetric):
         out.update({f'{prefix}/NDS': 0.0, f'{prefix}/mAP': 0.0})
         return out
 
-    @staticmethod
-    def _write_empty_summary(out_dir: str, classes) -> None:
+    def _write_empty_summary(self, out_dir: str, classes) -> None:
         """Writes the devkit's ``metrics_summary.json`` for a submission without boxes (the devkit itself cannot
         evaluate it), so tools reading that file (``tools/print_metrics.py``) work the same for every run."""
-        errs = ('trans_err', 'scale_err', 'orient_err', 'vel_err', 'attr_err')
+        errs = tuple(self.ErrNameMapping)  # the devkit's TP error names, as in _empty_metrics
         summary = dict(
             label_aps={c: {str(d): 0.0 for d in (0.5, 1.0, 2.0, 4.0)} for c in classes},
             mean_dist_aps={c: 0.0 for c in classes}, mean_ap=0.0,
