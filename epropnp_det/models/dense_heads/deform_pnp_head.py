@@ -80,11 +80,21 @@ class EProPnPDeformPnPHead(BaseModule):
         detach_pose_x2d: detach x2d (and hence the Huber δ) in the Monte-Carlo pose loss (v1 True; v2 False, §10.8).
         detach_reg_inputs: detach dims, weight scale and δ in the derivative regularisation (v1 True; v2 False,
             §10.8).
+        learnable_rel_delta: make the relative Huber δ of the PnP cost (``δ = relative_delta · mean(w2d) ·
+            spread(x2d)``, :func:`~epropnp_det.ops.pnp.cost.adaptive_huber_delta`) a learnable log-parameter
+            ``log_rel_delta`` initialised at ``log(pnp.relative_delta)`` (spec §10.15; off in every published
+            config, so checkpoints without the key load unchanged). It is used by the pose loss, the derivative
+            regularisation (gradient only when ``detach_reg_inputs=False``) and inference.
         train_cfg: ``dict(num_obj_samples_per_img, roi_shape)`` overrides; test_cfg: ``score_thr, max_per_img,
             nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs,
             mc_scoring_ratio`` (r > 0: Monte-Carlo scoring ``score3d^(1−r)·score_mc^r``, spec §6.2, with
             ``mc_scoring_samples`` samples, default ``pnp.mc_samples``), ``pnp_fast_mode`` (GN instead of LM),
-            ``pred_depth`` (with the depth branch: ``pred_instances_3d.metainfo['depth_map']`` (h, w) metres).
+            ``pred_depth`` (with the depth branch: ``pred_instances_3d.metainfo['depth_map']`` (h, w) metres),
+            ``mc_seed`` (None: global RNG; an int seeds a ``torch.Generator`` for the RSLM initialisation and every
+            Monte-Carlo draw of the batch). With ``mc_samples = K > 0`` each kept detection gets ``pose_samples``
+            (M, K, 4) AMIS samples ``[x, y, z, yaw]`` of the box centre pose (camera frame, metres / radians) and
+            ``pose_sample_weights`` (M, K) (self-normalised importance weights, rows sum to 1), e.g. for the BEV
+            orientation histograms of :func:`epropnp_det.visualization.draw_bev` (spec §9 'mc', §10.17).
 
     EPro-PnP-Det v2 (spec §10) as options of this head and its parts (all off / v1 by default):
 
@@ -104,9 +114,13 @@ class EProPnPDeformPnPHead(BaseModule):
     §10.12  ``depth_branch=dict(...)`` (``EProPnPDepthBranch`` + ``EProPnPCamAwareLinearCoder``)
     §10.13  ``fcos_head=dict(bbox_branch=(256,), loss_bbox2d=GIoU 0.5, ref_offset_init_std=0.01)``
     §10.14  ``MVDGaussianMixtureNLLLoss(delta, sigma, freeze_sigma)``
+    §10.15  ``learnable_rel_delta=True`` (the cost module form itself needs no option: the ops are stateless)
     §10.16  ``test_cfg=dict(pnp_fast_mode, mc_scoring_samples=512, pred_depth)`` (``pred_depth``: the depth view)
+    §10.17  ``test_cfg=dict(mc_samples=K, mc_seed)`` → ``pose_samples`` / ``pose_sample_weights`` for the BEV yaw
+            histograms; drawing: :mod:`epropnp_det.visualization`, ``tools/draw_predictions.py --orient-hist K
+            --depth``
     ======  ===========================================================================================
-    §10.15 (PnP cost module form) needs no option; §10.17 (visualisation) and §10.19 are not model options.
+    §10.19 (miscellaneous) is not a model option.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 256,
@@ -127,6 +141,7 @@ class EProPnPDeformPnPHead(BaseModule):
                  loss_proj: Optional[dict] = None, loss_regr: Optional[dict] = None,
                  roi_shape: Optional[Sequence[int]] = None, roi_aux_branch: dict = dict(),
                  depth_branch: Optional[dict] = None, detach_pose_x2d: bool = True, detach_reg_inputs: bool = True,
+                 learnable_rel_delta: bool = False,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if pixel_convention not in ('v1', 'v2'):
@@ -155,6 +170,9 @@ class EProPnPDeformPnPHead(BaseModule):
             type='EProPnPObjectSampler', num_per_img=train_cfg.get('num_obj_samples_per_img', 48)),
             **object_sampler))
         self.pnp = EProPnP4DoF(**pnp)
+        # §10.15: optional learnable log relative Huber δ; the ops stay stateless and receive its value
+        self.log_rel_delta = nn.Parameter(torch.tensor(math.log(self.pnp.relative_delta))) \
+            if learnable_rel_delta else None
         self.loss_pose = MonteCarloPoseLoss(**dict(dict(loss_weight=0.15, momentum=0.01), **loss_pose),
                                             reduce_fn=reduce_mean)  # norm-factor EMA all-reduced across ranks
         self.loss_dim, self.loss_score = MODELS.build(loss_dim), MODELS.build(loss_score)
@@ -174,7 +192,8 @@ class EProPnPDeformPnPHead(BaseModule):
                 pixel_convention=pixel_convention, loss_proj=loss_proj, loss_regr=loss_regr), **roi_aux_branch))
         self.test_cfg = dict(dict(score_thr=0.04, max_per_img=256, nms_iou2d=0.8, nms_ioubev_thr=0.25,
                                   pnp_num_iter=5, min_bbox_size=4.0, mc_samples=0, cls_attrs=NUSCENES_CLS_ATTRS,
-                                  mc_scoring_ratio=0.0, mc_scoring_samples=None, pnp_fast_mode=True, pred_depth=False),
+                                  mc_scoring_ratio=0.0, mc_scoring_samples=None, pnp_fast_mode=True, pred_depth=False,
+                                  mc_seed=None),
                              **(test_cfg or {}))
 
     # --------------------------------------------------------------------------------------------- common
@@ -230,6 +249,11 @@ class EProPnPDeformPnPHead(BaseModule):
         obj = self.object_branches(samp.output, labels, flip)
         pts = self.point_subnet(samp.values, samp.x2d, samp.query, samp.mask, flip)
         return dict(obj._asdict(), **pts._asdict(), query=samp.query)
+
+    def relative_delta(self):
+        """Relative Huber δ of the PnP cost: ``exp(log_rel_delta)`` (0-dim tensor, learnable, §10.15) or the fixed
+        ``pnp.relative_delta`` (float)."""
+        return self.pnp.relative_delta if self.log_rel_delta is None else self.log_rel_delta.exp()
 
     def _camera(self, meta: dict, img_inds: Tensor) -> CameraParams:
         return CameraParams.from_image_shape(meta['K'][img_inds], meta['ori_hw'][img_inds],
@@ -349,6 +373,8 @@ class EProPnPDeformPnPHead(BaseModule):
         pose_gt = boxes[:, 3:7]
         if N == 0:
             zero = empty_graph + out['score_logit'].sum() * 0
+            if self.log_rel_delta is not None:  # keep the learnable δ in the graph (DDP without unused params)
+                zero = zero + self.log_rel_delta * 0
             self.loss_pose(boxes.new_zeros(0), boxes.new_zeros(1, 0), batch_norm_factor=batch_norm)
             losses.update(loss_pose=zero, loss_score=zero, ate=zero.detach(), num_nonfinite_pose=zero.detach())
             if self.loss_reg_pos_cfg is not None:
@@ -360,7 +386,7 @@ class EProPnPDeformPnPHead(BaseModule):
             x3d, w2d_s = noc * dims[:, None], w2d * scale[:, None]
             # v1: x2d detached in the pose loss (δ from x2d.detach() and w2d_s); v2 (§10.8): x2d and δ undetached
             x2d_pose = x2d.detach() if self.detach_pose_x2d else x2d
-            rel_delta = self.pnp.relative_delta  # AdaptiveHuberPnPCost relative_delta (0.5)
+            rel_delta = self.relative_delta()  # AdaptiveHuberPnPCost relative_delta (0.5, or learnable §10.15)
             mc = self.pnp.monte_carlo_forward(x3d, x2d_pose, w2d_s, camera, pose_init=pose_gt,
                                               delta=adaptive_huber_delta(x2d_pose, w2d_s, rel_delta),
                                               force_init_solve=True)
@@ -471,16 +497,21 @@ class EProPnPDeformPnPHead(BaseModule):
         x3d = out['noc'] * out['dims'][:, None]
         w2d = out['w2d'] * out['scale'][:, None]
         camera = self._camera(meta, cand.img_inds)
+        # the inference δ (v1 form: x2d detached); equal to the ops' default unless the relative δ is learnable
+        delta = adaptive_huber_delta(out['x2d'].detach(), w2d, self.relative_delta())
+        gen = None
+        if cfg.get('mc_seed') is not None:  # reproducible Monte-Carlo draws (RSLM init and AMIS samples)
+            gen = torch.Generator(device=w2d.device).manual_seed(int(cfg['mc_seed']))
         ratio = float(cfg.get('mc_scoring_ratio', 0.0))
         mc_all = None
         if ratio > 0 and N:  # Monte-Carlo forward INSTEAD of the plain solve (spec §6.2); its pose_opt is the output
-            mc_all = self.pnp.monte_carlo_forward(x3d, out['x2d'], w2d, camera,
+            mc_all = self.pnp.monte_carlo_forward(x3d, out['x2d'], w2d, camera, delta=delta, generator=gen,
                                                   mc_samples=cfg.get('mc_scoring_samples'),
                                                   fast_mode=cfg['pnp_fast_mode'], num_iter=cfg['pnp_num_iter'])
             pose, pose_cov = mc_all.pose_opt, mc_all.pose_cov
         else:
-            sol = self.pnp.solve(x3d, out['x2d'], w2d, camera, fast_mode=cfg['pnp_fast_mode'],
-                                 num_iter=cfg['pnp_num_iter'], with_cov=True)
+            sol = self.pnp.solve(x3d, out['x2d'], w2d, camera, delta=delta, fast_mode=cfg['pnp_fast_mode'],
+                                 num_iter=cfg['pnp_num_iter'], with_cov=True, generator=gen)
             pose, pose_cov = sol.pose, sol.cov
         boxes = torch.cat((out['dims'], pose), -1)  # (N, 7)
         score3d = out['score_logit'].sigmoid()
@@ -510,8 +541,8 @@ class EProPnPDeformPnPHead(BaseModule):
         if cfg['mc_samples'] and len(idx):
             sel = idx
             mc = self.pnp.monte_carlo_forward(x3d[sel], out['x2d'][sel], w2d[sel], camera.index(sel),
-                                              mc_samples=cfg['mc_samples'], fast_mode=cfg['pnp_fast_mode'],
-                                              num_iter=cfg['pnp_num_iter'])
+                                              delta=delta[sel], generator=gen, mc_samples=cfg['mc_samples'],
+                                              fast_mode=cfg['pnp_fast_mode'], num_iter=cfg['pnp_num_iter'])
         results = []
         for b in range(num_imgs):
             ib = idx[cand.img_inds[idx] == b]

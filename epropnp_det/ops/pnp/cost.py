@@ -15,7 +15,7 @@ Shapes: ``x3d (*, N, n, 3)`` object frame metres, ``x2d (*, N, n, 2)`` pixels, `
 ``pose (*, N, 4|7)``, ``delta (N,)`` (or anything broadcasting to ``(*, N)``); leading dims broadcast.
 All functions are differentiable w.r.t. x3d, x2d, w2d and delta.
 """
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -28,13 +28,14 @@ __all__ = ['adaptive_huber_delta', 'huber_cost', 'evaluate_pnp', 'pnp_cost', 'no
 
 
 
-def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: float = 0.5) -> Tensor:
+def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: Union[float, Tensor] = 0.5) -> Tensor:
     """Adaptive Huber threshold ``δ = mean(w2d) · sqrt(var(u) + var(v)) · relative_delta`` (spec §2.3).
 
     Args:
         x2d: (*, N, n, 2) pixels; variances are unbiased, over the n points.
         w2d: (*, N, n, 2) weights; mean over points and both axes.
-        relative_delta: scale factor (0.5 in every config).
+        relative_delta: scale factor (0.5 in every config): a float, or a 0-dim tensor through which δ is
+            differentiable (the head's optional learnable ``exp(log_rel_delta)``, spec §10.15).
 
     Returns:
         (*, N) δ, differentiable w.r.t. both inputs (detach them first for the v1 behaviour). Degenerate inputs
