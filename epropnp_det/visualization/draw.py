@@ -1,4 +1,5 @@
-"""Pictures of 3D detections: wireframes projected on the image and a bird's-eye view (BEV).
+"""Pictures of 3D detections: wireframes projected on the image, a bird's-eye view (BEV) with optional orientation
+histograms of the Monte-Carlo pose samples, and the v2 dense depth view (spec §9, §10.17).
 
 Boxes are model boxes ``(N, 7) [l, h, w, x, y, z, yaw]``, geometric centre, in the camera frame of the image
 (OpenCV axes, metres), see :mod:`epropnp_det.structures.boxes`. Images are ``(H, W, 3)`` uint8 BGR (cv2 order).
@@ -112,7 +113,9 @@ def draw_boxes_3d(img: np.ndarray, boxes, cam2img, colors=None, texts: Optional[
 class BEVCanvas:
     """Top view of the camera frame: +z (forward) points up in the picture, +x (right) points right.
 
-    ``scale`` px per metre; the camera sits at the bottom centre of a ``size`` (W, H) canvas.
+    ``scale`` px per metre; the camera sits at the bottom centre of a ``size`` (W, H) canvas. Canvas coordinates are
+    cv2's (pixel ``(i, j)`` is centred on the integer point); everything is drawn with ``_SHIFT`` fractional bits,
+    i.e. sub-pixel accurate (spec §10.17).
     """
     size: Tuple[int, int] = (600, 800)
     scale: float = 12.0
@@ -127,10 +130,30 @@ class BEVCanvas:
         return np.stack([self.origin[0] + xz[..., 0] * self.scale, self.origin[1] - xz[..., 1] * self.scale], -1)
 
 
+def _np(x) -> np.ndarray:
+    """Tensor or array-like → float64 numpy array."""
+    return np.asarray(x.detach().cpu().double().numpy() if torch.is_tensor(x) else x, dtype=np.float64)
+
+
+def _fx(p) -> np.ndarray:
+    """Canvas pixels → cv2 fixed-point integers with ``_SHIFT`` fractional bits."""
+    return np.round(np.asarray(p, dtype=np.float64) * (1 << _SHIFT)).astype(np.int32)
+
+
+def _pt(p) -> tuple:
+    return tuple(int(v) for v in _fx(p))
+
+
+def _yaw_dir(yaw) -> np.ndarray:
+    """Heading (object local +x) of ``yaw`` as a camera-frame ``(x, z)`` unit vector (..., 2)."""
+    yaw = np.asarray(yaw, dtype=np.float64)
+    return np.stack([np.cos(yaw), -np.sin(yaw)], -1)
+
+
 def _bev_footprints(boxes: np.ndarray) -> np.ndarray:
     """(N, 7) → (N, 4, 2) footprint corners ``(x, z)`` (front-left, front-right, back-right, back-left)."""
     l, w, x, z, yaw = boxes[:, 0], boxes[:, 2], boxes[:, 3], boxes[:, 5], boxes[:, 6]
-    heading = np.stack([np.cos(yaw), -np.sin(yaw)], -1)          # local +x in (x, z)
+    heading = _yaw_dir(yaw)                                      # local +x in (x, z)
     side = np.stack([np.sin(yaw), np.cos(yaw)], -1)              # local +z in (x, z)
     signs = np.array([[1, -1], [1, 1], [-1, 1], [-1, -1]], dtype=np.float64)
     centre = np.stack([x, z], -1)
@@ -138,24 +161,104 @@ def _bev_footprints(boxes: np.ndarray) -> np.ndarray:
             + signs[None, :, 1:] * (w / 2)[:, None, None] * side[:, None])
 
 
+def yaw_histogram(yaw_samples, weights=None, yaw_ref=None, bins: int = 24) -> np.ndarray:
+    """Weighted circular histogram of sampled yaws relative to a reference yaw (the BEV orientation rose).
+
+    Args:
+        yaw_samples: (M, K) radians, e.g. ``pose_samples[..., 3]`` of ``pred_instances_3d`` (any unwrapped value).
+        weights: (M, K) non-negative importance weights (``pose_sample_weights``); None = uniform.
+        yaw_ref: (M,) reference yaw (the predicted box yaw); None = 0 (absolute histogram).
+        bins: number of bins ``B`` over the full circle.
+
+    Returns:
+        (M, B) float64: bin ``j`` collects ``wrap(yaw − yaw_ref) ∈ [(j − ½)·2π/B, (j + ½)·2π/B)`` (bin 0 is centred
+        on the reference, angles increase with the yaw), each row normalised to sum 1 (all zero if its total
+        weight is 0).
+    """
+    yaw = _np(yaw_samples)
+    if yaw.ndim != 2:
+        raise ValueError(f'yaw_samples must be (M, K), got {yaw.shape}')
+    w = np.ones_like(yaw) if weights is None else np.broadcast_to(_np(weights), yaw.shape)
+    ref = np.zeros(len(yaw)) if yaw_ref is None else _np(yaw_ref).reshape(-1)
+    width = 2 * np.pi / bins
+    idx = np.floor(np.mod(yaw - ref[:, None], 2 * np.pi) / width + 0.5).astype(np.int64) % bins
+    hist = np.zeros((len(yaw), bins))
+    np.add.at(hist, (np.repeat(np.arange(len(yaw)), yaw.shape[1]), idx.reshape(-1)), w.reshape(-1))
+    total = hist.sum(1, keepdims=True)
+    return np.divide(hist, total, out=np.zeros_like(hist), where=total > 0)
+
+
+def rose_polygon(hist, centre_xz, yaw_ref: float, radius: float = 0.5, arc_points: int = 4) -> np.ndarray:
+    """Outline of a polar histogram around a box centre, camera-frame ``(x, z)`` metres.
+
+    Bin ``j`` (see :func:`yaw_histogram`) is a circular sector around the heading ``yaw_ref + j·2π/B`` of radius
+    ``sqrt(hist_j·B)·radius`` (spec §9 'mc': a uniform density is a circle of ``radius``; the area of a sector is
+    proportional to its probability). Returns (B·arc_points, 2) vertices, one arc per bin.
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    B = hist.shape[0]
+    width = 2 * np.pi / B
+    r = np.sqrt(hist * B) * radius                                               # (B,)
+    t = np.linspace(-0.5, 0.5, arc_points)
+    ang = yaw_ref + (np.arange(B)[:, None] + t[None]) * width                   # (B, arc_points)
+    return np.asarray(centre_xz, dtype=np.float64) + (r[:, None, None] * _yaw_dir(ang)).reshape(-1, 2)
+
+
+def rose_area(hist, radius: float = 0.5) -> float:
+    """Exact area (m²) enclosed by :func:`rose_polygon` with infinitely many arc points: Σ ½ r_j² Δθ = π·radius²·Σh."""
+    hist = np.asarray(hist, dtype=np.float64)
+    return float(np.pi * radius ** 2 * hist.sum())
+
+
+def _blend_fill(img: np.ndarray, polys: Sequence[np.ndarray], color, alpha: float) -> None:
+    """Fills fixed-point polygons with ``color`` at opacity ``alpha`` (in place, only covered pixels change)."""
+    overlay = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(overlay, [p.reshape(-1, 1, 2) for p in polys], 255, cv2.LINE_AA, _SHIFT)
+    a = overlay.astype(np.float32)[..., None] * (alpha / 255.0)
+    out = img.astype(np.float32) * (1 - a) + np.asarray(color, np.float32) * a
+    img[:] = np.round(out).astype(np.uint8)
+
+
 def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional[float] = None,
              canvas: Optional[BEVCanvas] = None, pred_texts: Optional[Sequence[str]] = None,
-             max_range: float = 60.0) -> np.ndarray:
+             max_range: float = 60.0, pred_pose_samples=None, pred_pose_weights=None, rose_bins: int = 24,
+             rose_radius: float = 1.0, rose_color=(0, 140, 255), rose_alpha: float = 0.45) -> np.ndarray:
     """Bird's-eye view: range rings every 10 m, the camera frustum (from ``cam2img`` and ``image_width``),
-    ground truth in green, predictions in blue with a heading line. Returns (H, W, 3) uint8 BGR."""
+    ground truth in green, predictions in blue with a heading line. Returns (H, W, 3) uint8 BGR.
+
+    Orientation histograms (v2 'mc' view, spec §9 / §10.17): with ``pred_pose_samples`` (M, K, 4) (or (M, K) yaws)
+    and ``pred_pose_weights`` (M, K) — ``pred_instances_3d.pose_samples / pose_sample_weights`` of the predicted
+    boxes, same order — a polar histogram of ``rose_bins`` bins of the sampled yaw relative to the predicted yaw is
+    drawn around each predicted box centre (:func:`rose_polygon`, radius ``sqrt(h·B)·rose_radius`` metres; the
+    original's 0.5 m at 25 px/m is about 1 m at the default 12 px/m), filled with ``rose_color`` at ``rose_alpha``
+    opacity under the box outlines. Nothing else changes.
+    """
     canvas = canvas or BEVCanvas()
     img = np.full((canvas.size[1], canvas.size[0], 3), 255, np.uint8)
-    o = tuple(np.round(canvas.origin).astype(int))
+    o = canvas.origin
     for r in range(10, int(max_range) + 1, 10):
-        cv2.circle(img, o, int(r * canvas.scale), (225, 225, 225), 1, cv2.LINE_AA)
-        cv2.putText(img, f'{r} m', (o[0] + 3, int(o[1] - r * canvas.scale) - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                    (160, 160, 160), 1, cv2.LINE_AA)
+        cv2.circle(img, _pt(o), int(round(r * canvas.scale * (1 << _SHIFT))), (225, 225, 225), 1, cv2.LINE_AA,
+                   _SHIFT)
+        cv2.putText(img, f'{r} m', (int(o[0]) + 3, int(o[1] - r * canvas.scale) - 3), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35, (160, 160, 160), 1, cv2.LINE_AA)
     if cam2img is not None and image_width is not None:
         k = np.asarray(cam2img, dtype=np.float64)
         for u in (0.0, float(image_width)):
             x = (u - k[0, 2]) / k[0, 0] * max_range
             p = canvas.to_px(np.array([x, max_range]))
-            cv2.line(img, o, tuple(np.round(p).astype(int)), (170, 170, 170), 1, cv2.LINE_AA)
+            cv2.line(img, _pt(o), _pt(p), (170, 170, 170), 1, cv2.LINE_AA, _SHIFT)
+    if pred_boxes is not None and pred_pose_samples is not None:
+        b = _as_numpy_boxes(pred_boxes).numpy()
+        smp = _np(pred_pose_samples)
+        yaw = smp[..., 3] if smp.ndim == 3 else smp
+        if len(yaw) != len(b):
+            raise ValueError(f'{len(yaw)} pose sample sets for {len(b)} predicted boxes')
+        if len(b):
+            hist = yaw_histogram(yaw, pred_pose_weights, b[:, 6], rose_bins)
+            polys = [_fx(canvas.to_px(rose_polygon(h, b[i, [3, 5]], b[i, 6], rose_radius))) for i, h in enumerate(hist)]
+            _blend_fill(img, polys, rose_color, rose_alpha)
+            cv2.polylines(img, [p.reshape(-1, 1, 2) for p in polys], True, tuple(int(c * 0.7) for c in rose_color), 1,
+                          cv2.LINE_AA, _SHIFT)
     for boxes, color, texts in ((gt_boxes, (60, 170, 60), None), (pred_boxes, (200, 90, 20), pred_texts)):
         if boxes is None:
             continue
@@ -164,13 +267,29 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
             continue
         fp = canvas.to_px(_bev_footprints(b))
         for i in range(len(b)):
-            pts = np.round(fp[i]).astype(np.int32)
-            cv2.polylines(img, [pts], True, color, 2, cv2.LINE_AA)
+            cv2.polylines(img, [_fx(fp[i]).reshape(-1, 1, 2)], True, color, 2, cv2.LINE_AA, _SHIFT)
             front_mid = (fp[i, 0] + fp[i, 1]) / 2
             centre = fp[i].mean(0)
-            cv2.line(img, tuple(np.round(centre).astype(int)), tuple(np.round(front_mid).astype(int)), color, 1,
-                     cv2.LINE_AA)
+            cv2.line(img, _pt(centre), _pt(front_mid), color, 1, cv2.LINE_AA, _SHIFT)
             if texts is not None:
                 cv2.putText(img, str(texts[i]), tuple(np.round(fp[i].max(0)).astype(int)),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+    return img
+
+
+def depth_to_image(depth, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """The v2 ``depth`` view (spec §9): ``255·2/max(depth, 2)`` as a grey BGR image (near = bright).
+
+    Args:
+        depth: (h, w) metres, e.g. ``pred_instances_3d.metainfo['depth_map']`` (value-map cells of the network
+            input, with ``test_cfg.pred_depth=True``); non-finite values are drawn black.
+        size: optional (W, H) output size (nearest-neighbour upsampling keeps the cells visible).
+    """
+    d = _np(depth)
+    if d.ndim != 2:
+        raise ValueError(f'depth must be (h, w), got {d.shape}')
+    grey = np.where(np.isfinite(d), 255.0 * 2.0 / np.maximum(np.nan_to_num(d, nan=np.inf), 2.0), 0.0)
+    img = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if size is not None:
+        img = cv2.resize(img, tuple(int(v) for v in size), interpolation=cv2.INTER_NEAREST)
     return img
