@@ -18,26 +18,15 @@
 #   python tools/create_data.py nuscenes --root-path data/nuscenes --out-dir data/nuscenes --version v1.0-trainval
 #   bash tools/dist_train.sh configs/epropnp_det_r101_v2.py 2
 #   bash tools/dist_test.sh configs/epropnp_det_r101_v2.py work_dirs/epropnp_det_r101_v2/epoch_12.pth 2 [--tta]
-_base_ = ['./epropnp_det_r101_v1b.py']
+_base_ = ['./epropnp_det_r101_v1b.py', './_base_/models/epropnp_det_v2_switches.py']
 
-model = dict(
-    data_preprocessor=dict(with_dense_x2d=False, dense_x2d_convention='v2'),
-    bbox_head=dict(
-        pixel_convention='v2',
-        fcos_head=dict(bbox_branch=(256, ), loss_bbox2d=dict(type='mmdet.GIoULoss', loss_weight=0.5),
-                       ref_offset_init_std=0.01),
-        point_subnet=dict(detach_pos_x2d=False),
-        object_branches=dict(xavier_trunk=True),
-        loss_proj=dict(type='MVDGaussianMixtureNLLLoss', adaptive_weight=True, delta=2.0, loss_weight=0.5),
-        loss_regr=dict(_delete_=True, type='MVDGaussianMixtureNLLLoss', adaptive_weight=True, sigma=0.2,
-                       freeze_sigma=False, delta=2.0, loss_weight=2.5),
-        depth_branch=dict(
-            num_layers=2, num_modes=4,
-            depth_coder=dict(type='EProPnPCamAwareLinearCoder', depth_mean=15.0, depth_std=15.0, focal_ref=1260.0),
-            loss_depth=dict(type='MVDGaussianMixtureNLLLoss', adaptive_weight=True, sigma=0.3, freeze_sigma=False,
-                            delta=0.3, loss_weight=1.5)),
-        detach_pose_x2d=False, detach_reg_inputs=False),
-    test_cfg=dict(mc_scoring_ratio=0.0, mc_scoring_samples=512, pnp_fast_mode=True))
+# the shared v2 switches (configs/_base_/models/epropnp_det_v2_switches.py) plus the size-dependent settings: 2D box
+# branch as wide as the 256-channel FCOS head, nuScenes camera-aware depth coder, 512 Monte-Carlo samples
+model = _base_.v2_model.deepcopy()
+model.bbox_head.fcos_head.bbox_branch = (256, )
+model.bbox_head.depth_branch.depth_coder = dict(type='EProPnPCamAwareLinearCoder', depth_mean=15.0, depth_std=15.0,
+                                                focal_ref=1260.0)
+model.test_cfg.mc_scoring_samples = 512
 
 train_pipeline = [
     dict(type='EProPnPLoadImage', backend_args=None),

@@ -9,11 +9,8 @@
 #       test_evaluator.format_only=True test_evaluator.jsonfile_prefix=work_dirs/submission_v2
 _base_ = ['./epropnp_det_r101_v2.py']
 
-_train_set = dict(
-    type={{_base_.dataset_type}}, data_root={{_base_.data_root}}, data_prefix={{_base_.data_prefix}},
-    pipeline={{_base_.train_pipeline}}, modality={{_base_.input_modality}}, metainfo={{_base_.metainfo}},
-    test_mode=False, min_visibility=2, trunc_ignore_thres=0.8, min_box_size=4.0, backend_args=None)
+# the parent's training set (its own pipeline, filters and paths) twice, on the train and on the val infos
 train_dataloader = dict(dataset=dict(
     _delete_=True, type='ConcatDataset',
-    datasets=[dict(_train_set, ann_file='nuscenes_infos_train.pkl'),
-              dict(_train_set, ann_file='nuscenes_infos_val.pkl')]))
+    datasets=[dict(_base_.train_dataloader.dataset, ann_file=ann_file)
+              for ann_file in ('nuscenes_infos_train.pkl', 'nuscenes_infos_val.pkl')]))

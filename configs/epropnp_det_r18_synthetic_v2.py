@@ -6,25 +6,13 @@
 #
 #   python tools/train.py configs/epropnp_det_r18_synthetic_v2.py
 #   python tools/test.py configs/epropnp_det_r18_synthetic_v2.py work_dirs/epropnp_det_r18_synthetic_v2/iter_<N>.pth
-_base_ = ['./epropnp_det_r18_synthetic_v1b.py']
+_base_ = ['./epropnp_det_r18_synthetic_v1b.py', './_base_/models/epropnp_det_v2_switches.py']
 
-model = dict(
-    data_preprocessor=dict(with_dense_x2d=False, dense_x2d_convention='v2'),
-    bbox_head=dict(
-        pixel_convention='v2',
-        fcos_head=dict(bbox_branch=(64, ), loss_bbox2d=dict(type='mmdet.GIoULoss', loss_weight=0.5),
-                       ref_offset_init_std=0.01),
-        point_subnet=dict(detach_pos_x2d=False),
-        object_branches=dict(xavier_trunk=True),
-        loss_proj=dict(type='MVDGaussianMixtureNLLLoss', adaptive_weight=True, delta=2.0, loss_weight=0.5),
-        loss_regr=dict(_delete_=True, type='MVDGaussianMixtureNLLLoss', adaptive_weight=True, sigma=0.2,
-                       freeze_sigma=False, delta=2.0, loss_weight=2.5),
-        depth_branch=dict(
-            num_layers=2, num_modes=4,
-            loss_depth=dict(type='MVDGaussianMixtureNLLLoss', adaptive_weight=True, sigma=0.3, freeze_sigma=False,
-                            delta=0.3, loss_weight=1.5)),
-        detach_pose_x2d=False, detach_reg_inputs=False),
-    test_cfg=dict(mc_scoring_ratio=0.0, mc_scoring_samples=64, pnp_fast_mode=True))
+# the shared v2 switches (configs/_base_/models/epropnp_det_v2_switches.py) plus the size-dependent settings: 2D box
+# branch as wide as the 64-channel FCOS head, the depth branch's default coder, the small model's 64 MC samples
+model = _base_.v2_model.deepcopy()
+model.bbox_head.fcos_head.bbox_branch = (64, )
+model.test_cfg.mc_scoring_samples = 64
 
 train_pipeline = [
     dict(type='EProPnPLoadImage'),
