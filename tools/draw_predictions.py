@@ -1,8 +1,8 @@
 """Draws a trained model's predictions on test-split images: projected 3D boxes and a BEV view per image.
 
     python tools/draw_predictions.py CONFIG CHECKPOINT [--out-dir DIR] [--num-images 6] [--start 0]
-                                     [--score-thr 0.3] [--device cpu] [--orient-hist K [--rose-bins 24]]
-                                     [--depth] [--seed 0]
+                                     [--score-thr 0.3] [--device cpu] [--orient-hist K [--rose-bins 24]
+                                     [--pose-density]] [--depth] [--seed 0]
 
 Writes ``<out-dir>/<camera image stem>_3d.png`` (predictions orange, ground truth green) and ``..._bev.png``
 (camera frame seen from above; ground truth green, predictions blue, heading lines) plus one side-by-side
@@ -10,7 +10,8 @@ Writes ``<out-dir>/<camera image stem>_3d.png`` (predictions orange, ground trut
 
 ``--orient-hist K`` (spec §9 'mc', §10.17): the head draws K Monte-Carlo (AMIS) pose samples per kept detection
 (``test_cfg.mc_samples = K``, seeded by ``--seed``; K must be a multiple of the PnP layer's ``num_iter``) and the
-BEV view shows, around each predicted box, a polar histogram of the sampled yaw relative to the predicted yaw.
+BEV view shows, around each predicted box, a polar histogram of the sampled yaw relative to the predicted yaw;
+with ``--pose-density`` it is also shaded by the samples' position density (weights × 2D score, as the original).
 ``--depth`` (v2 models with a depth branch, §10.16): also writes ``..._depth.png``, the dense depth prediction as
 ``255·2/max(depth, 2)`` on the network input (after resize / crop).
 """
@@ -41,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument('--orient-hist', type=int, default=0, metavar='K',
                         help='Monte-Carlo pose samples per detection for the BEV yaw histograms (0: off)')
     parser.add_argument('--rose-bins', type=int, default=24, help='bins of the yaw histograms')
+    parser.add_argument('--pose-density', action='store_true',
+                        help='with --orient-hist: also shade the BEV by the sampled positions')
     parser.add_argument('--depth', action='store_true', help='also draw the dense depth view (v2 depth branch)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the Monte-Carlo pose samples')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
@@ -63,23 +66,25 @@ def configure_model(cfg, args):
     return cfg
 
 
-def draw_item(img, pred, gt_boxes, cam2img, names, score_thr, rose_bins=24):
+def draw_item(img, pred, gt_boxes, cam2img, names, score_thr, rose_bins=24, pose_density=False):
     """Returns (image with boxes, BEV) for one camera image; boxes in the model convention. With
     ``pred.pose_samples`` (head ``test_cfg.mc_samples > 0``) the BEV view gets the yaw histograms."""
     from epropnp_det.structures.boxes import cam_boxes_to_model
     from epropnp_det.visualization import draw_bev, draw_boxes_3d
     keep = pred.scores_3d >= score_thr
     boxes, _ = cam_boxes_to_model(pred.bboxes_3d[keep]) if keep.any() else (torch.zeros(0, 7), None)
-    samples = weights = None
+    samples = weights = scores_2d = None
     if 'pose_samples' in pred:
         samples, weights = pred.pose_samples[keep], pred.pose_sample_weights[keep]
+        scores_2d = pred.scores_2d[keep] if 'scores_2d' in pred else None
     labels = pred.labels_3d[keep].tolist()
     scores = pred.scores_3d[keep].tolist()
     texts = [f'{names[label] if label < len(names) else label} {s:.2f}' for label, s in zip(labels, scores)]
     vis = draw_boxes_3d(img, gt_boxes, cam2img, colors=(60, 200, 60), thickness=1)
     vis = draw_boxes_3d(vis, boxes, cam2img, colors=(0, 140, 255), texts=texts, thickness=2)
     bev = draw_bev(pred_boxes=boxes, gt_boxes=gt_boxes, cam2img=cam2img, image_width=img.shape[1],
-                   pred_pose_samples=samples, pred_pose_weights=weights, rose_bins=rose_bins)
+                   pred_pose_samples=samples, pred_pose_weights=weights, rose_bins=rose_bins,
+                   pose_density=pose_density and samples is not None, pred_scores=scores_2d)
     return vis, bev
 
 
@@ -119,7 +124,7 @@ def main(argv=None):
         gt = info.get('eval_ann_info', {}).get('gt_bboxes_3d')
         gt_boxes = cam_boxes_to_model(gt)[0] if gt is not None and len(gt) else torch.zeros(0, 7)
         vis, bev = draw_item(img, result.pred_instances_3d, gt_boxes, cam2img, names, args.score_thr,
-                             args.rose_bins)
+                             args.rose_bins, args.pose_density)
         stem = osp.splitext(osp.basename(img_path))[0]
         cv2.imwrite(osp.join(args.out_dir, f'{stem}_3d.png'), vis)
         cv2.imwrite(osp.join(args.out_dir, f'{stem}_bev.png'), bev)

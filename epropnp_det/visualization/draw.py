@@ -222,7 +222,8 @@ def _blend_fill(img: np.ndarray, polys: Sequence[np.ndarray], color, alpha: floa
 def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional[float] = None,
              canvas: Optional[BEVCanvas] = None, pred_texts: Optional[Sequence[str]] = None,
              max_range: float = 60.0, pred_pose_samples=None, pred_pose_weights=None, rose_bins: int = 24,
-             rose_radius: float = 1.0, rose_color=(0, 140, 255), rose_alpha: float = 0.45) -> np.ndarray:
+             rose_radius: float = 1.0, rose_color=(0, 140, 255), rose_alpha: float = 0.45,
+             pose_density: bool = False, pred_scores=None, density_gain: float = 40.0) -> np.ndarray:
     """Bird's-eye view: range rings every 10 m, the camera frustum (from ``cam2img`` and ``image_width``),
     ground truth in green, predictions in blue with a heading line. Returns (H, W, 3) uint8 BGR.
 
@@ -232,6 +233,11 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
     drawn around each predicted box centre (:func:`rose_polygon`, radius ``sqrt(h·B)·rose_radius`` metres; the
     original's 0.5 m at 25 px/m is about 1 m at the default 12 px/m), filled with ``rose_color`` at ``rose_alpha``
     opacity under the box outlines. Nothing else changes.
+
+    ``pose_density`` (needs (M, K, 4) samples): the 'mc' view's position density under everything else — every
+    sample's ``(x, z)`` falls into a canvas pixel with weight ``w · score · density_gain`` (``pred_scores`` (M,),
+    e.g. the 2D scores as in the original; default 1), summed over the 3×3 neighbourhood, and the canvas is shaded
+    as ``bev · (0.9, 0.5, 0.1)^density`` per BGR channel.
     """
     canvas = canvas or BEVCanvas()
     img = np.full((canvas.size[1], canvas.size[0], 3), 255, np.uint8)
@@ -253,6 +259,12 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
         yaw = smp[..., 3] if smp.ndim == 3 else smp
         if len(yaw) != len(b):
             raise ValueError(f'{len(yaw)} pose sample sets for {len(b)} predicted boxes')
+        if pose_density and len(b):
+            if smp.ndim != 3:
+                raise ValueError('pose_density needs (M, K, 4) pose samples')
+            w = np.ones(yaw.shape) / yaw.shape[1] if pred_pose_weights is None else _np(pred_pose_weights)
+            score = np.ones(len(b)) if pred_scores is None else _np(pred_scores).reshape(-1)
+            _shade_density(img, canvas, smp[..., [0, 2]], w * score[:, None] * density_gain)
         if len(b):
             hist = yaw_histogram(yaw, pred_pose_weights, b[:, 6], rose_bins)
             polys = [_fx(canvas.to_px(rose_polygon(h, b[i, [3, 5]], b[i, 6], rose_radius))) for i, h in enumerate(hist)]
@@ -275,6 +287,20 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
                 cv2.putText(img, str(texts[i]), tuple(np.round(fp[i].max(0)).astype(int)),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
     return img
+
+
+def _shade_density(img: np.ndarray, canvas: BEVCanvas, xz: np.ndarray, mass: np.ndarray) -> None:
+    """Shades ``img`` in place by ``(0.9, 0.5, 0.1)^density`` (BGR); ``density`` = 3×3 box sum of the per-pixel
+    ``mass`` of the sample positions ``xz`` (..., 2) metres."""
+    px = np.round(canvas.to_px(xz)).astype(np.int64).reshape(-1, 2)
+    m = np.broadcast_to(mass, xz.shape[:-1]).reshape(-1)
+    H, W = img.shape[:2]
+    ok = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H) & np.isfinite(m)
+    dens = np.zeros((H, W), np.float64)
+    np.add.at(dens, (px[ok, 1], px[ok, 0]), m[ok])
+    dens = cv2.boxFilter(dens, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    shade = np.power(np.array([0.9, 0.5, 0.1]), dens[..., None])
+    img[:] = np.round(img * shade).astype(np.uint8)
 
 
 def depth_to_image(depth, size: Optional[Tuple[int, int]] = None) -> np.ndarray:

@@ -45,6 +45,7 @@ def test_orient_hist_and_depth_flags(checkpoint, tmp_path):
     plain = _run(checkpoint, tmp_path / 'plain')
     assert len(plain) == 3 and not any(f.endswith('_depth.png') for f in plain)
     mc = _run(checkpoint, tmp_path / 'mc', '--orient-hist', '16', '--depth')
+    dens = _run(checkpoint, tmp_path / 'dens', '--orient-hist', '16', '--pose-density')
     stem = plain[0].rsplit('_', 1)[0]
     assert set(mc) == set(plain) | {f'{stem}_depth.png'}
     # the boxes are the same (MC sampling does not change the solution), only the roses are added
@@ -55,6 +56,11 @@ def test_orient_hist_and_depth_flags(checkpoint, tmp_path):
     assert changed.sum() > 50
     # changed pixels are orange-ish blends of the rose colour (0, 140, 255): red ≥ blue where they changed
     assert (b[changed][:, 2].astype(int) >= b[changed][:, 0].astype(int)).mean() > 0.5
+    # --pose-density shades more pixels (blue-dominant: factors (0.9, 0.5, 0.1) on BGR) on top of the roses
+    assert dens == plain
+    c = cv2.imread(str(tmp_path / 'dens' / f'{stem}_bev.png'))
+    shaded = (c != b).any(-1)
+    assert shaded.sum() > 0 and (c[shaded][:, 0].astype(int) >= c[shaded][:, 2].astype(int)).mean() > 0.5
     depth = cv2.imread(str(tmp_path / 'mc' / f'{stem}_depth.png'))
     assert depth.shape[:2] == (256, 640) and (depth[..., 0] == depth[..., 2]).all()
     assert depth.max() <= 255 and np.unique(depth).size > 1

@@ -212,3 +212,25 @@ def test_depth_view_values():
     np.testing.assert_array_equal(big[::2, ::2], img)
     with pytest.raises(ValueError):
         depth_to_image(np.zeros(3))
+
+
+def test_pose_density_shading_values():
+    """'mc' position density: two samples (weights 0.25 / 0.75, score 0.5, gain 40) shade their 3×3 neighbourhoods
+    by exactly (0.9, 0.5, 0.1)^(w·score·40); nothing else changes."""
+    canvas = BEVCanvas(size=(300, 300), scale=10.0)
+    boxes = np.array([[0.5, 1.5, 0.5, 0.0, 1.0, 20.0, 0.0]])
+    samples = np.array([[[-6.0, 1.0, 15.0, 0.0], [6.0, 1.0, 25.0, 0.0]]])
+    w = np.array([[0.25, 0.75]])
+    base = draw_bev(pred_boxes=boxes, canvas=canvas, max_range=5.0)
+    img = draw_bev(pred_boxes=boxes, canvas=canvas, max_range=5.0, pred_pose_samples=samples, pred_pose_weights=w,
+                   rose_alpha=0.0, pose_density=True, pred_scores=[0.5])
+    img_rose_only = draw_bev(pred_boxes=boxes, canvas=canvas, max_range=5.0, pred_pose_samples=samples,
+                             pred_pose_weights=w, rose_alpha=0.0)
+    changed = _diff_mask(img_rose_only, img)
+    assert changed.sum() == 18                                   # two 3×3 blocks
+    for (x, _, z, _), wk in zip(samples[0], w[0]):
+        u, v = np.round(canvas.to_px(np.array([x, z]))).astype(int)
+        block = img[v - 1:v + 2, u - 1:u + 2].reshape(-1, 3).astype(float)
+        expect = np.round(255 * np.array([0.9, 0.5, 0.1]) ** (wk * 0.5 * 40))
+        np.testing.assert_array_equal(block, np.broadcast_to(expect, block.shape))
+        assert (base[v - 1:v + 2, u - 1:u + 2] == 255).all()
