@@ -11,7 +11,8 @@ from mmengine.structures import InstanceData
 import epropnp_det.models  # noqa: F401
 from epropnp_det.models.utils import project_boxes_2d
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ._helpers import ROOT, backward_and_check_grads, build_detector, preprocess
+
 K = np.array([[300., 0., 160.], [0., 300., 64.], [0., 0., 1.]])
 W, H = 320, 128
 
@@ -36,23 +37,14 @@ def _sample(boxes, labels, flip=False):
 
 @pytest.fixture(scope='module')
 def model():
-    cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/epropnp_det_r18_cpu.py'))
-    from mmengine.registry import init_default_scope
-
-    import epropnp_det.datasets  # noqa: F401  (data preprocessor)
-    init_default_scope('mmdet3d')
-    torch.manual_seed(0)
-    m = MODELS.build(cfg.model)
-    m.init_weights()
-    return m
+    return build_detector('configs/_base_/models/epropnp_det_r18_cpu.py')
 
 
 def _data(model, training):
     torch.manual_seed(2)
     samples = [_sample([[4., 1.6, 1.9, 1., 0.5, 12., 0.3], [0.7, 1.7, 0.7, -2., 0.6, 8., -1.]], [0, 7]),
                _sample([[4.5, 1.7, 2., -1.5, 0.6, 10., 2.]], [0], flip=True)]
-    data = dict(inputs=dict(img=[torch.randint(0, 255, (3, H, W)).float() for _ in samples]), data_samples=samples)
-    return model.data_preprocessor(data, training=training)
+    return preprocess(model, samples, training)
 
 
 def test_r18_one_training_iteration(model):
@@ -61,12 +53,8 @@ def test_r18_one_training_iteration(model):
     losses = model(**data, mode='loss')
     for k, v in losses.items():
         assert torch.isfinite(v).all(), k
-    loss, log = model.parse_losses(losses)
-    assert torch.isfinite(loss) and 'norm_factor' in log and 'ate' in log
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    log = backward_and_check_grads(model, losses)
+    assert 'norm_factor' in log and 'ate' in log
 
 
 def test_r18_predict_returns_data_samples(model):
@@ -131,20 +119,6 @@ def test_dense_map_sampler_mode_matches_homography_mode(model):
 def test_r101_paper_config_one_training_iteration():
     """The paper model (ResNet-101-DCN, 256-channel head, 512 MC samples) on a tiny batch: finite losses and a
     finite gradient in every trainable parameter."""
-    from mmengine.registry import init_default_scope
-
-    import epropnp_det.datasets  # noqa: F401
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(os.path.join(ROOT, 'configs/_base_/models/epropnp_det_r101.py'))
-    cfg.model.backbone.init_cfg = None
-    torch.manual_seed(0)
-    m = MODELS.build(cfg.model)
-    m.init_weights()
+    m = build_detector('configs/_base_/models/epropnp_det_r101.py', pretrained=False)
     m.train()
-    data = _data(m, True)
-    loss, log = m.parse_losses(m(**data, mode='loss'))
-    assert torch.isfinite(loss)
-    loss.backward()
-    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    backward_and_check_grads(m, m(**_data(m, True), mode='loss'))

@@ -1,18 +1,15 @@
 """EPro-PnP-Det v2 on CPU (configs/epropnp_det_r18_synthetic_v2.py): one training iteration on a tiny batch with
 LiDAR points (finite losses, the v2 losses present, a finite gradient in every trainable parameter), prediction with
 and without Monte-Carlo scoring, and flip TTA."""
-import os
 
 import numpy as np
 import pytest
 import torch
-from mmdet3d.registry import MODELS
-from mmengine.config import Config
 
 from epropnp_det.ops.pnp.rotation import yaw_to_rot_mat
+from tests.test_models.test_detectors._helpers import backward_and_check_grads, build_detector, preprocess
 from tests.test_models.test_detectors.test_epropnp_det import H, K, W, _sample
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BOXES = (([[4., 1.6, 1.9, 1., 0.5, 12., 0.3], [0.7, 1.7, 0.7, -2., 0.6, 8., -1.]], [0, 7], False),
          ([[4.5, 1.7, 2., -1.5, 0.6, 10., 2.]], [0], True))
 
@@ -48,23 +45,12 @@ def _data(model, training, flip_all=None):
         ds.gt_instances_3d.x3d, ds.gt_instances_3d.x2d = x3d, x2d
         ds.cam_pts_uvz = cam
         samples.append(ds)
-    data = dict(inputs=dict(img=[torch.randint(0, 255, (3, H, W), generator=gen).float() for _ in samples]),
-                data_samples=samples)
-    return model.data_preprocessor(data, training=training)
+    return preprocess(model, samples, training, generator=gen)
 
 
 @pytest.fixture(scope='module')
 def model():
-    from mmengine.registry import init_default_scope
-
-    import epropnp_det.datasets  # noqa: F401
-    import epropnp_det.models  # noqa: F401
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(os.path.join(ROOT, 'configs/epropnp_det_r18_synthetic_v2.py'))
-    torch.manual_seed(0)
-    m = MODELS.build(cfg.model)
-    m.init_weights()
-    return m
+    return build_detector('configs/epropnp_det_r18_synthetic_v2.py')
 
 
 def test_v2_head_options(model):
@@ -89,14 +75,8 @@ def test_v2_one_training_iteration(model):
     for k, v in losses.items():
         assert torch.isfinite(v).all(), k
     assert float(losses['num_depth_pts']) > 100
-    loss, log = model.parse_losses(losses)
-    assert torch.isfinite(loss)
     model.zero_grad()
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-    assert not bad, bad
+    backward_and_check_grads(model, losses)
     head = model.bbox_head
     assert head.depth_branch.loss_depth.log_sigma.grad.abs() > 0
     assert head.fcos_head.conv_bbox.weight.grad.abs().sum() > 0
@@ -193,25 +173,11 @@ def test_v2_gradient_paths_vs_v1_detaching(model):
 def test_r101_v2_config_one_training_iteration():
     """The paper-size v2 model (ResNet-101-DCN, 256-channel head, 16 points, 128 MC samples, depth / box / RoI
     branches) on the tiny batch: finite losses and a finite gradient in every trainable parameter."""
-    from mmengine.registry import init_default_scope
-
-    import epropnp_det.datasets  # noqa: F401
-    import epropnp_det.models  # noqa: F401
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(os.path.join(ROOT, 'configs/epropnp_det_r101_v2.py'))
-    cfg.model.backbone.init_cfg = None
-    torch.manual_seed(0)
-    m = MODELS.build(cfg.model)
-    m.init_weights()
+    m = build_detector('configs/epropnp_det_r101_v2.py', pretrained=False)
     m.train()
     losses = m(**_data(m, True), mode='loss')
     assert {'loss_depth', 'loss_bbox2d', 'loss_proj', 'loss_regr'} <= set(losses)
-    loss, _ = m.parse_losses(losses)
-    assert torch.isfinite(loss)
-    loss.backward()
-    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    backward_and_check_grads(m, losses)
 
 
 def test_v2_depth_view(model):

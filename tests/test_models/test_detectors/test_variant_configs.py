@@ -14,7 +14,8 @@ from mmengine.registry import init_default_scope
 import epropnp_det.datasets  # noqa: F401  (data preprocessor)
 import epropnp_det.models  # noqa: F401
 
-from .test_epropnp_det import ROOT, H, K, W, _sample
+from ._helpers import ROOT, backward_and_check_grads, build_detector, overfit_one_batch, preprocess
+from .test_epropnp_det import H, K, W, _sample
 
 
 def _add_lidar(ds, gen, n=150):
@@ -35,18 +36,9 @@ def _add_lidar(ds, gen, n=150):
     return ds
 
 
-def _build(path):
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(os.path.join(ROOT, path))
-    torch.manual_seed(0)
-    m = MODELS.build(cfg.model)
-    m.init_weights()
-    return m
-
-
 @pytest.fixture(scope='module')
 def v1b_model():
-    return _build('configs/epropnp_det_r18_synthetic_v1b.py')
+    return build_detector('configs/epropnp_det_r18_synthetic_v1b.py')
 
 
 def _data(model, training):
@@ -55,8 +47,7 @@ def _data(model, training):
     samples = [_add_lidar(_sample([[4., 1.6, 1.9, 1., 0.5, 12., 0.3], [0.7, 1.7, 0.7, -2., 0.6, 8., -1.],
                                    [4.2, 1.5, 1.8, 2.2, 0.5, 13., 1.2]], [0, 7, 0]), gen),
                _add_lidar(_sample([[4.5, 1.7, 2., -1.5, 0.6, 10., 2.]], [0], flip=True), gen)]
-    data = dict(inputs=dict(img=[torch.randint(0, 255, (3, H, W)).float() for _ in samples]), data_samples=samples)
-    return model.data_preprocessor(data, training=training)
+    return preprocess(model, samples, training)
 
 
 def test_synthetic_v1b_one_training_iteration(v1b_model):
@@ -74,11 +65,7 @@ def test_synthetic_v1b_one_training_iteration(v1b_model):
     for k, v in losses.items():
         assert torch.isfinite(v).all(), k
     assert float(head.roi_aux.loss_proj.mean_inv_std) != buf0  # adaptive weight updated
-    loss, _ = model.parse_losses(losses)
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    backward_and_check_grads(model, losses)
     assert head.roi_aux.corr_reg_aux.weight.grad.abs().sum() > 0
 
 
@@ -210,38 +197,16 @@ def test_trainval_config_concatenates_train_and_val():
 def test_r101_variant_one_training_iteration(path):
     """The paper-size variants (ResNet-101-DCN, 256-channel head) on a tiny batch with LiDAR coordinates: finite
     losses incl. loss_proj / loss_regr and a finite gradient in every trainable parameter."""
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(os.path.join(ROOT, path))
-    cfg.model.backbone.init_cfg = None
-    torch.manual_seed(0)
-    m = MODELS.build(cfg.model)
-    m.init_weights()
+    m = build_detector(path, pretrained=False)
     m.train()
     losses = m(**_data(m, True), mode='loss')
     assert float(losses['loss_regr'].detach()) > 0 and float(losses['loss_proj'].detach()) != 0
-    loss, _ = m.parse_losses(losses)
-    assert torch.isfinite(loss)
-    loss.backward()
-    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    backward_and_check_grads(m, losses)
 
 
 @pytest.mark.slow
 def test_synthetic_v1b_overfits_the_roi_losses(v1b_model):
     """Overfitting one batch lowers the reprojection and coordinate-regression losses: the RoI branch learns."""
-    from epropnp_det.engine import EProPnPOptimWrapper
-    model = v1b_model
-    torch.manual_seed(0)
-    model.train()
-    data = _data(model, True)
-    opt = EProPnPOptimWrapper(torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4))
-    history = []
-    for _ in range(40):
-        loss, log = model.parse_losses(model(**data, mode='loss'))
-        opt.update_params(loss)
-        history.append((float(log['loss_proj']), float(log['loss_regr'])))
-    first = torch.tensor(history[:3]).mean(0)
-    last = torch.tensor(history[-5:]).mean(0)
+    first, last, history = overfit_one_batch(v1b_model, _data, ('loss_proj', 'loss_regr'), steps=40)
     assert last[0] < first[0] - 0.5, history  # NLL (nats, x0.5 weight, adaptive scaling)
     assert last[1] < 0.5 * first[1], history
