@@ -95,26 +95,47 @@ def _planar_cost(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
     return (m * (sn - 0.5 * m)).sum(dim=-1)  # (N, s)
 
 
-def _planar_grad_fields(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
-    """Per-(sample, point) factors of the gradients (everything but the upstream gradient g), planar layout.
+def _planar_grads(A, x3dT, x2dT, w2dT, dlt, lb, ub, g, z_min: float):
+    """Gradients of ``Σ_s g_s·cost_s`` in one fused pass, samples reduced innermost.
 
-    Returns F1 (N, s, 5, n) = [ψ_u e_u, ψ_v e_v, ψ_u, ψ_v, s − m] with ψ = min(1, δ/s)·r (dρ/dr at g = 1) and
-    F2 (N, s, 3, n) = dρ/dh (derivative w.r.t. the homogeneous projection h = A·[x3d; 1]); the caller contracts
-    them with g over the samples by matmuls (a fused multi-output reduction compiles poorly on CPU).
+    Layout: A (N, 12, s) coefficient planes with the samples LAST (so the sum over samples is an innermost-dim
+    reduction that inductor vectorises), x3dT (N, 3, n), x2dT / w2dT (N, 2, n), g (N, s) upstream gradient.
+    Per (sample, point): ψ = min(1, δ/s)·r·g (dρ/dr), dρ/dh_uv = ψ·w/z on the unclamped side of the image-border
+    clamp, dρ/dh_z = −(dρ/dh_u·u + dρ/dh_v·v) where z is not clamped, dρ/dx3d = (K·R)ᵀ dρ/dh.
+
+    Returns: R (N, 5, n) = Σ_s [ψ_u e_u, ψ_v e_v, ψ_u, ψ_v, (s − m)·g] and gx3d (N, 3, n).
     """
-    t = _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min)
-    sn, m, z, u, v, eu, ev, wu, wv = (t[k] for k in ('sn', 'm', 'z', 'u', 'v', 'eu', 'ev', 'wu', 'wv'))
-    hub = m / sn  # Huber weight min(1, δ/s)
-    qu, qv = t['ru'] * hub, t['rv'] * hub
-    F1 = torch.stack([qu * eu, qv * ev, qu, qv, sn - m], dim=2)
-    au = torch.where(t['valid_u'], qu * wu / z, 0.)  # autograd of the clamps: gradient where min <= x <= max
-    av = torch.where(t['valid_v'], qv * wv / z, 0.)
-    az = torch.where(t['h2'] >= z_min, -(au * u + av * v), 0.)
-    return F1, torch.stack([au, av, az], dim=2)
+    X, Y, Z = x3dT[:, 0, :, None], x3dT[:, 1, :, None], x3dT[:, 2, :, None]
+    xu, xv, wu, wv = x2dT[:, 0, :, None], x2dT[:, 1, :, None], w2dT[:, 0, :, None], w2dT[:, 1, :, None]
+    c = [A[:, k, None, :] for k in range(12)]
+    h0 = c[0] * X + c[1] * Y + c[2] * Z + c[3]
+    h1 = c[4] * X + c[5] * Y + c[6] * Z + c[7]
+    h2 = c[8] * X + c[9] * Y + c[10] * Z + c[11]
+    z = h2.clamp(min=z_min)
+    u_raw, v_raw = h0 / z, h1 / z
+    lb_u, lb_v, ub_u, ub_v = lb[:, 0, None, None], lb[:, 1, None, None], ub[:, 0, None, None], ub[:, 1, None, None]
+    valid_u = (u_raw >= lb_u) & (u_raw <= ub_u)  # autograd of a clamp passes the gradient where min <= x <= max
+    valid_v = (v_raw >= lb_v) & (v_raw <= ub_v)
+    u = torch.minimum(torch.maximum(u_raw, lb_u), ub_u)
+    v = torch.minimum(torch.maximum(v_raw, lb_v), ub_v)
+    eu, ev = u - xu, v - xv
+    ru, rv = eu * wu, ev * wv
+    sn = (ru * ru + rv * rv).clamp(min=1e-30).sqrt()
+    m = torch.minimum(sn, dlt[:, None, None])
+    gg = g[:, None, :]
+    hub = m / sn * gg  # Huber weight min(1, δ/s) times the upstream gradient
+    qu, qv = ru * hub, rv * hub
+    au = torch.where(valid_u, qu * wu / z, 0.)
+    av = torch.where(valid_v, qv * wv / z, 0.)
+    az = torch.where(h2 >= z_min, -(au * u + av * v), 0.)
+    gx3d = [(au * c[k] + av * c[4 + k] + az * c[8 + k]).sum(dim=-1) for k in range(3)]
+    red = [(qu * eu).sum(dim=-1), (qv * ev).sum(dim=-1), qu.sum(dim=-1), qv.sum(dim=-1),
+           ((sn - m) * gg).sum(dim=-1)]
+    return torch.stack(red, dim=1), torch.stack(gx3d, dim=1)
 
 
 def _run_planar(kind: str, args: tuple, z_min: float):
-    fn = _planar_cost if kind == 'cost' else _planar_grad_fields
+    fn = _planar_cost if kind == 'cost' else _planar_grads
     return _compile.call(f'sampled_{kind}', fn, True, *args, z_min)
 
 
@@ -197,21 +218,10 @@ class _SampledCost(torch.autograd.Function):
                      for t, need in zip((x3d, x2d, w2d, delta), ctx.needs_input_grad[:4])]
             return (*zeros, *none)
         if ctx.compiled:
-            A = affine.transpose(0, 1).reshape(N, S, 12)
+            # one fused pass over all samples (nothing of size S·N·n is materialised)
+            A = affine.reshape(S, N, 12).permute(1, 2, 0).contiguous()
             planes = _planar_prep(x3d, x2d, w2d)
-            g_all = grad_out.t().contiguous()  # (N, S)
-            r1, gx3d = x3d.new_zeros(N, 5 * n), x3d.new_zeros(N, 3, n)
-            # compiled calls cost ~0.3 ms of guard/dispatch overhead each: use 4x larger chunks than eager
-            step = max(1, 4 * ctx.chunk_elems // (N * n))
-            for s0 in range(0, S, step):
-                Ac, g = A[:, s0:s0 + step], g_all[:, s0:s0 + step]
-                s = Ac.shape[1]
-                F1, F2 = _run_planar('grad', (Ac, *planes, delta, lb, ub), ctx.z_min)
-                r1 += torch.bmm(g.unsqueeze(1), F1.reshape(N, s, 5 * n)).squeeze(1)
-                # W[c, (s, j)] = g_s · A_s[j, c]: dh_j/dx3d_c = (K·R)_jc
-                W = (Ac.reshape(N, s, 3, 4)[..., :3] * g[..., None, None]).permute(0, 3, 1, 2).reshape(N, 3, 3 * s)
-                gx3d += torch.bmm(W, F2.reshape(N, 3 * s, n))
-            r1 = r1.view(N, 5, n)
+            r1, gx3d = _run_planar('grad', (A, *planes, delta, lb, ub, grad_out.t().contiguous()), ctx.z_min)
             gx2d = -(r1[:, 2:4] * planes[2])
             return gx3d.transpose(1, 2), gx2d.transpose(1, 2), r1[:, 0:2].transpose(1, 2), r1[:, 4].sum(-1), *none
         g_feat = x3d.new_zeros(N, 4, n) if need_x3d else None

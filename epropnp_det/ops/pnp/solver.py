@@ -177,8 +177,11 @@ def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, 
             # RSLM proposals are scored on the full set afterwards: the last GN step is taken if finite (as in
             # the reference's GN) without evaluating the subset cost there; cost/J̃ᵀJ̃ are not returned
             return _gn_last_step(pose, A, g, ctrl[0], eps), None, None
-        pose, A, g, cost, ctrl = _lm_iteration(prep, pose, A, g, cost, ctrl, camera, delta, fast_mode, compiled,
-                                               **consts)
+        # compiled: the whole iteration (normal equations, damped LDLᵀ solve, acceptance) is one fused graph —
+        # eagerly the ~150 small per-pose ops of an iteration dominate for N·n of a few 10⁴
+        pose, A, g, cost, ctrl = _compile.call(f'lm_iteration_{"gn" if fast_mode else "tr"}', _lm_iteration,
+                                               compiled, prep, pose, A, g, cost, ctrl, camera, delta, fast_mode,
+                                               False, **consts)
     return pose, cost, pack_matrix(A)
 
 
