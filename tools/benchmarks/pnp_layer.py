@@ -343,15 +343,17 @@ def main():
         if args.original:
             originals[name] = launch(name, 'original')
     head = (f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'time s':>8} {'orig s':>7} {'speed-up':>8} {'peak MB':>8} "
-            f"{'t err m':>8} {'yaw °':>6} {'>1 m %':>7} {'agree %':>8}")
-    print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend} (median after a warm-up)')
+            f"{'t err m':>8} {'yaw °':>6} {'>1 m %':>7} {'agree %':>8} {'1st call s':>10}")
+    print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend} (median after a warm-up; '
+          f'1st call = the warm-up, incl. torch.compile with the inductor cache as found); '
+          f'load average at the end {os.getloadavg()[0]:.2f}')
     print(head)
     print('-' * len(head))
     for r in results:
         orig = ROWS[r['name']][4]
         print(f"{r['name']:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['time']:>8.3f} {orig:>7.2f} "
               f"{orig / r['time']:>7.1f}x {r['peak_mb']:>8.0f} {r['t_err']:>8.3f} {r['yaw_err']:>6.2f} "
-              f"{r['pct_far']:>7.1f} {r['pct_agree']:>8.1f}")
+              f"{r['pct_far']:>7.1f} {r['pct_agree']:>8.1f} {r['warmup']:>10.1f}")
     b = BASELINE_ACCURACY
     print(f"original at (144, 256) (issue 7): t err {b['t_err']:.2f} m, yaw {b['yaw_err']:.2f}°, "
           f"{b['pct_far']:.1f} % > 1 m")
@@ -365,7 +367,8 @@ def main():
                 continue
             print(f"{name:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {ours[name]['time']:>8.3f} "
                   f"{r['time']:>7.3f} {r['time'] / ours[name]['time']:>7.1f}x {r['peak_mb']:>8.0f} "
-                  f"{r['t_err']:>8.3f} {r['yaw_err']:>6.2f} {r['pct_far']:>7.1f} {r['pct_agree']:>8.1f}")
+                  f"{r['t_err']:>8.3f} {r['yaw_err']:>6.2f} {r['pct_far']:>7.1f} {r['pct_agree']:>8.1f} "
+                  f"{r['warmup']:>10.1f}")
         print('(accuracy and peak-memory columns of this table are the original\'s)')
     if args.profile:
         for r in results:
