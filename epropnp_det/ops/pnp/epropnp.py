@@ -66,15 +66,13 @@ def _pose_affine(pose: Tensor, cam_mats: Tensor) -> Tensor:
 # Layout: A (N, s, 12) = row-major [K·R | K·t] per sample; x3dT (N, 3, n); x2dT, w2dT (N, 2, n); dlt (N,);
 # lb, ub (N, 2); g (N, s) upstream gradient. Arithmetic identical to :func:`.cost.pnp_cost`.
 
-def _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
-    """Projection + Huber terms as planes (N, s, n) from A (N, s, 12), x3dT (N, 3, n), x2dT/w2dT (N, 2, n)."""
-    X, Y, Z = x3dT[:, None, 0], x3dT[:, None, 1], x3dT[:, None, 2]
-    xu, xv, wu, wv = x2dT[:, None, 0], x2dT[:, None, 1], w2dT[:, None, 0], w2dT[:, None, 1]
-    coef = [A[..., k:k + 1] for k in range(12)]
-    lb_u, lb_v, ub_u, ub_v = lb[:, None, 0:1], lb[:, None, 1:2], ub[:, None, 0:1], ub[:, None, 1:2]
-    h0 = coef[0] * X + coef[1] * Y + coef[2] * Z + coef[3]
-    h1 = coef[4] * X + coef[5] * Y + coef[6] * Z + coef[7]
-    h2 = coef[8] * X + coef[9] * Y + coef[10] * Z + coef[11]
+def _projection_terms(c, X, Y, Z, xu, xv, wu, wv, lb_u, lb_v, ub_u, ub_v, dlt, z_min: float):
+    """Projection + Huber terms from broadcastable planes: coefficients ``c`` (12 planes of ``[K·R | K·t]``,
+    row-major), object points X, Y, Z, observations xu, xv, weights wu, wv, bounds, δ (the callers choose the
+    layout by how they broadcast)."""
+    h0 = c[0] * X + c[1] * Y + c[2] * Z + c[3]
+    h1 = c[4] * X + c[5] * Y + c[6] * Z + c[7]
+    h2 = c[8] * X + c[9] * Y + c[10] * Z + c[11]
     z = h2.clamp(min=z_min)
     u_raw, v_raw = h0 / z, h1 / z
     valid_u = (u_raw >= lb_u) & (u_raw <= ub_u)  # autograd of a clamp passes the gradient where min <= x <= max
@@ -84,9 +82,16 @@ def _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
     eu, ev = u - xu, v - xv
     ru, rv = eu * wu, ev * wv
     sn = (ru * ru + rv * rv).clamp(min=1e-30).sqrt()
-    m = torch.minimum(sn, dlt.reshape(-1, 1, 1))
-    return dict(coef=coef, h2=h2, z=z, u=u, v=v, eu=eu, ev=ev, ru=ru, rv=rv, wu=wu, wv=wv, sn=sn, m=m,
-                valid_u=valid_u, valid_v=valid_v)
+    m = torch.minimum(sn, dlt)
+    return dict(h2=h2, z=z, u=u, v=v, eu=eu, ev=ev, ru=ru, rv=rv, sn=sn, m=m, valid_u=valid_u, valid_v=valid_v)
+
+
+def _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
+    """Projection + Huber terms as planes (N, s, n) from A (N, s, 12), x3dT (N, 3, n), x2dT/w2dT (N, 2, n)."""
+    return _projection_terms([A[..., k:k + 1] for k in range(12)], x3dT[:, None, 0], x3dT[:, None, 1],
+                             x3dT[:, None, 2], x2dT[:, None, 0], x2dT[:, None, 1], w2dT[:, None, 0], w2dT[:, None, 1],
+                             lb[:, None, 0:1], lb[:, None, 1:2], ub[:, None, 0:1], ub[:, None, 1:2],
+                             dlt.reshape(-1, 1, 1), z_min)
 
 
 def _planar_cost(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
@@ -105,28 +110,17 @@ def _planar_grads(A, x3dT, x2dT, w2dT, dlt, lb, ub, g, z_min: float):
 
     Returns: R (N, 5, n) = Σ_s [ψ_u e_u, ψ_v e_v, ψ_u, ψ_v, (s − m)·g] and gx3d (N, 3, n).
     """
-    X, Y, Z = x3dT[:, 0, :, None], x3dT[:, 1, :, None], x3dT[:, 2, :, None]
-    xu, xv, wu, wv = x2dT[:, 0, :, None], x2dT[:, 1, :, None], w2dT[:, 0, :, None], w2dT[:, 1, :, None]
     c = [A[:, k, None, :] for k in range(12)]
-    h0 = c[0] * X + c[1] * Y + c[2] * Z + c[3]
-    h1 = c[4] * X + c[5] * Y + c[6] * Z + c[7]
-    h2 = c[8] * X + c[9] * Y + c[10] * Z + c[11]
-    z = h2.clamp(min=z_min)
-    u_raw, v_raw = h0 / z, h1 / z
-    lb_u, lb_v, ub_u, ub_v = lb[:, 0, None, None], lb[:, 1, None, None], ub[:, 0, None, None], ub[:, 1, None, None]
-    valid_u = (u_raw >= lb_u) & (u_raw <= ub_u)  # autograd of a clamp passes the gradient where min <= x <= max
-    valid_v = (v_raw >= lb_v) & (v_raw <= ub_v)
-    u = torch.minimum(torch.maximum(u_raw, lb_u), ub_u)
-    v = torch.minimum(torch.maximum(v_raw, lb_v), ub_v)
-    eu, ev = u - xu, v - xv
-    ru, rv = eu * wu, ev * wv
-    sn = (ru * ru + rv * rv).clamp(min=1e-30).sqrt()
-    m = torch.minimum(sn, dlt[:, None, None])
+    t = _projection_terms(c, x3dT[:, 0, :, None], x3dT[:, 1, :, None], x3dT[:, 2, :, None], x2dT[:, 0, :, None],
+                          x2dT[:, 1, :, None], w2dT[:, 0, :, None], w2dT[:, 1, :, None], lb[:, 0, None, None],
+                          lb[:, 1, None, None], ub[:, 0, None, None], ub[:, 1, None, None], dlt[:, None, None], z_min)
+    h2, z, u, v, eu, ev, ru, rv, sn, m = (t[k] for k in ('h2', 'z', 'u', 'v', 'eu', 'ev', 'ru', 'rv', 'sn', 'm'))
+    wu, wv = w2dT[:, 0, :, None], w2dT[:, 1, :, None]
     gg = g[:, None, :]
     hub = m / sn * gg  # Huber weight min(1, δ/s) times the upstream gradient
     qu, qv = ru * hub, rv * hub
-    au = torch.where(valid_u, qu * wu / z, 0.)
-    av = torch.where(valid_v, qv * wv / z, 0.)
+    au = torch.where(t['valid_u'], qu * wu / z, 0.)
+    av = torch.where(t['valid_v'], qv * wv / z, 0.)
     az = torch.where(h2 >= z_min, -(au * u + av * v), 0.)
     gx3d = [(au * c[k] + av * c[4 + k] + az * c[8 + k]).sum(dim=-1) for k in range(3)]
     red = [(qu * eu).sum(dim=-1), (qv * ev).sum(dim=-1), qu.sum(dim=-1), qv.sum(dim=-1),
