@@ -182,11 +182,13 @@ class _SampledCost(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x3d, x2d, w2d, delta, affine, lb, ub, z_min, chunk_elems, compiled):
+    def forward(ctx, x3d, x2d, w2d, delta, affine, lb, ub, z_min, chunk_elems, compiled, precomputed=None):
         N, n = x3d.shape[0], x3d.shape[1]
         S = affine.shape[0]
         ctx.save_for_backward(x3d, x2d, w2d, delta, affine, lb, ub)
         ctx.z_min, ctx.chunk_elems, ctx.compiled = z_min, chunk_elems, compiled
+        if precomputed is not None:  # the values are known (computed without grad): only attach the backward
+            return precomputed.clone()
         if S == 0 or N == 0 or n == 0:
             return x3d.new_zeros(S, N)
         if compiled:
@@ -206,7 +208,7 @@ class _SampledCost(torch.autograd.Function):
         need_x3d, need_x2d, need_w2d, need_delta = ctx.needs_input_grad[:4]
         N, n = x3d.shape[0], x3d.shape[1]
         S = affine.shape[0]
-        none = (None,) * 6
+        none = (None,) * 7
         if S == 0 or N == 0 or n == 0 or not any(ctx.needs_input_grad[:4]):
             zeros = [torch.zeros_like(t) if need else None
                      for t, need in zip((x3d, x2d, w2d, delta), ctx.needs_input_grad[:4])]
@@ -269,13 +271,19 @@ def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camer
     Returns:
         (S, N) cost, differentiable w.r.t. x3d, x2d, w2d and delta.
     """
+    return _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend)
+
+
+def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=None):
+    """:func:`sampled_pnp_cost`; with ``precomputed`` (S, N) (the same costs, computed without grad) nothing is
+    recomputed and only the backward is attached (used by AMIS for one backward pass over all rounds)."""
     if poses.dim() != 3 or poses.shape[1] != x3d.shape[0]:
         raise ValueError(f'poses must be (S, N, 4|7) with N = {x3d.shape[0]}, got {tuple(poses.shape)}')
     affine = _pose_affine(poses.detach(), camera.cam_mats.detach())
     delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
     compiled = _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
     return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),
-                              float(camera.z_min), int(chunk_elems), compiled)
+                              float(camera.z_min), int(chunk_elems), compiled, precomputed)
 
 
 # =============================================================================================================
@@ -475,6 +483,19 @@ def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Ten
     Returns:
         samples (K, N, D) (detached), logw (K, N) (differentiable through the cost), stacked proposals (I, N, ...).
     """
+    samples, logw, props, _ = _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, generator,
+                                    chunk_elems, backend)
+    return samples, logw, props
+
+
+def _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, generator, chunk_elems, backend,
+          extra_poses=None):
+    """:func:`amis`, plus the differentiable costs (E, N) of ``extra_poses`` (E, N, D) (e.g. the training
+    target), or ``None``.
+
+    The costs of every round are evaluated without grad (the proposals only need their values); one
+    differentiable node over all K (+ E) poses then carries the backward: one fused gradient pass instead of one
+    per round and another for the extra poses (same values and gradients)."""
     if num_samples % num_iter != 0:
         raise ValueError(f'mc_samples ({num_samples}) must be divisible by num_iter ({num_iter})')
     S, I = num_samples // num_iter, num_iter
@@ -486,8 +507,7 @@ def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Ten
         with torch.no_grad():
             smp = prop.sample(S, generator=generator)
             samples.append(smp)
-        costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend))
-        with torch.no_grad():
+            costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend))
             all_smp = torch.stack(samples)  # (i+1, S, N, D)
             logq[i, :i + 1] = prop.log_prob(all_smp)
             if i > 0:  # old proposals on the new samples: params (i, 1, N, ...) vs samples (S, N, D)
@@ -502,8 +522,20 @@ def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Ten
                 props.append(_keep_finite(new, prop))
     with torch.no_grad():
         mix = torch.logsumexp(logq, dim=0) - math.log(I)  # balance heuristic over all proposals
-    logw = -torch.stack(costs) - mix
-    return torch.stack(samples).reshape(num_samples, N, -1), logw.reshape(num_samples, N), _stack_proposals(props)
+        samples = torch.stack(samples).reshape(num_samples, N, -1)
+        costs = torch.stack(costs).reshape(num_samples, N)
+        poses = samples
+        if extra_poses is not None:
+            extra_poses = extra_poses.detach()
+            # the extra poses' values in eager mode (a handful of poses; the fused kernels are sized for many)
+            costs = torch.cat([costs, sampled_pnp_cost(x3d, x2d, w2d, extra_poses, camera, delta, chunk_elems,
+                                                       'eager')])
+            poses = torch.cat([samples, extra_poses])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x3d, x2d, w2d, delta)):
+        costs = _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=costs)
+    logw = -costs[:num_samples] - mix.reshape(num_samples, N)
+    extra = costs[num_samples:] if extra_poses is not None else None
+    return samples, logw, _stack_proposals(props), extra
 
 
 # =============================================================================================================
@@ -592,14 +624,14 @@ class EProPnPBase(nn.Module):
         cfg.update(normalize=False, with_cov=True, pose_init=pose_init_n, force_init_solve=force_init_solve,
                    generator=generator)
         sol = solve_pnp(x3d_n, x2d, w2d, camera, delta.detach(), **cfg)
-        cost_init = None
-        if pose_init_n is not None:
-            cost_init = sampled_pnp_cost(x3d_n, x2d, w2d, pose_init_n.detach()[None], camera, delta,
-                                         self.chunk_elems, 'eager')[0]
         with torch.no_grad():
             prop0 = self.proposal_cls.initial_fit(sol.pose, sol.cov)
-        samples, logw, props = amis(x3d_n, x2d, w2d, camera, delta, prop0, K, self.num_iter, generator,
-                                    self.chunk_elems, self.cost_backend)
+        # the target's cost shares the samples' backward pass (one fused gradient kernel)
+        samples, logw, props, cost_init = _amis(
+            x3d_n, x2d, w2d, camera, delta, prop0, K, self.num_iter, generator, self.chunk_elems, self.cost_backend,
+            extra_poses=None if pose_init_n is None else pose_init_n.detach()[None])
+        if cost_init is not None:
+            cost_init = cost_init[0]
         pose_opt, pose_cov = sol.pose, sol.cov
         if self.normalize:
             pose_cov = pnp_denormalize_cov(offset, pose_opt, pose_cov)
