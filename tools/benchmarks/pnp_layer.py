@@ -23,13 +23,17 @@ Usage::
 
     python tools/benchmarks/pnp_layer.py [--runs 5] [--threads 2] [--rows mc_train_512,gn_infer_144,...]
                                          [--cost-backend auto|eager|compile] [--profile] [--original PATH]
+                                         [--interleave]
 
 ``--original PATH`` times the original implementation side by side (a checkout of tjiiv-cprg/EPro-PnP outside
 the project; its ``mmcv.utils`` registry import is stubbed, pyro must be importable, e.g. installed with
 ``pip install --target /tmp/pyro_site --no-deps pyro-ppl==1.8.6 pyro-api opt_einsum`` and
 ``PYTHONPATH=/tmp/pyro_site``). Nothing of the original is copied into this project.
 
-The machine should be quiet: numbers measured while other jobs run are not comparable.
+The machine should be quiet: numbers measured while other jobs run are not comparable. On a machine whose speed
+drifts (shared VMs), ``--original PATH --interleave`` times both implementations in one process per row, one run
+of each in turn, and reports the median of the per-pair speed-ups (speed only; memory and accuracy come from the
+default mode, where each implementation runs in its own process).
 """
 import argparse
 import json
@@ -305,6 +309,33 @@ def run_row(name, runs, threads, backend, profile, original=None):
     print('@@' + json.dumps(res))
 
 
+def run_pair(name, runs, threads, backend, original):
+    """Executed in a subprocess: both implementations in one process, timed alternately (ours, original, ours,
+    ...) so that both see the same machine state; prints one JSON line with the medians and the per-pair
+    speed-ups (original time / ours of the adjacent run)."""
+    import numpy as np
+    import torch
+    torch.set_num_threads(threads)
+    from epropnp_det.ops.pnp.testing import make_problems
+    kind, N, n, K, _ = ROWS[name]
+    p = make_problems(N, n, generator=torch.Generator().manual_seed(0))
+    np.random.seed(0)  # the original draws von Mises samples from the global NumPy RNG
+    torch.manual_seed(0)
+    orig_step = _make_step_original(kind, p, K, _import_original(original))
+    ours_step = _make_step(kind, p, K, backend, torch.Generator().manual_seed(1))
+    ours_step(), orig_step()  # warm-ups (allocator, compile)
+    t_ours, t_orig = [], []
+    for _ in range(runs):
+        for step, out in ((ours_step, t_ours), (orig_step, t_orig)):
+            t0 = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - t0)
+    ratios = sorted(b / a for a, b in zip(t_ours, t_orig))
+    print('@@' + json.dumps(dict(name=name, N=N, n=n, K=K, ours=statistics.median(t_ours),
+                                 orig=statistics.median(t_orig), ratio=statistics.median(ratios),
+                                 ratio_min=ratios[0], ratio_max=ratios[-1])))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--runs', type=int, default=5)
@@ -315,13 +346,21 @@ def main():
     parser.add_argument('--original', metavar='PATH',
                         help='also time the original implementation: a checkout of tjiiv-cprg/EPro-PnP (or its '
                              'EPro-PnP-Det/epropnp_det/ops/pnp dir) outside this project; needs pyro importable')
+    parser.add_argument('--interleave', action='store_true',
+                        help='with --original: time both implementations in one process per row, alternating '
+                             'run by run (robust to a machine whose speed drifts); speed only')
     parser.add_argument('--row', help=argparse.SUPPRESS)  # internal: run one row in this process
     parser.add_argument('--impl', default='ours', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
-        run_row(args.row, args.runs, args.threads, args.cost_backend, args.profile,
-                args.original if args.impl == 'original' else None)
+        if args.impl == 'pair':
+            run_pair(args.row, args.runs, args.threads, args.cost_backend, args.original)
+        else:
+            run_row(args.row, args.runs, args.threads, args.cost_backend, args.profile,
+                    args.original if args.impl == 'original' else None)
         return
+    if args.interleave and not args.original:
+        parser.error('--interleave needs --original PATH')
 
     def launch(name, impl):
         cmd = [sys.executable, osp.abspath(__file__), '--row', name, '--runs', str(args.runs), '--threads',
@@ -335,6 +374,20 @@ def main():
             return None
         return json.loads(lines[-1][2:])
 
+    if args.interleave:
+        print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend}: both implementations in '
+              f'one process per row, timed alternately after one warm-up each; speed-up = median over the runs of '
+              f'(original time / ours of the adjacent run)')
+        head = f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'ours s':>8} {'orig s':>8} {'speed-up':>8} {'min-max':>12}"
+        print(head)
+        print('-' * len(head))
+        for name in args.rows.split(','):
+            r = launch(name, 'pair')
+            if r is not None:
+                print(f"{name:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['ours']:>8.3f} {r['orig']:>8.3f} "
+                      f"{r['ratio']:>7.1f}x {r['ratio_min']:>5.1f}-{r['ratio_max']:<5.1f}x", flush=True)
+        print(f'load average at the end {os.getloadavg()[0]:.2f}')
+        return
     results, originals = [], {}
     for name in args.rows.split(','):
         r = launch(name, 'ours')
