@@ -335,7 +335,7 @@ def test_amis_single_backward_matches_per_sample_costs(backend):
     gw = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
     ge = torch.randn(1, 5, generator=torch.Generator().manual_seed(2))
     loss = (logw * gw).sum() + (cost_extra * ge).sum()
-    grads = torch.autograd.grad(loss, (x3d, x2d, w2d))
+    grads = torch.autograd.grad(loss, (x3d, x2d, w2d), retain_graph=True)  # δ(w2d) is shared
     # reference: plain differentiable costs of the same poses
     c = sampled_pnp_cost(x3d, x2d, w2d, torch.cat([samples, extra]), p['camera'], delta, backend='eager')
     logw_ref = logw.detach() + c[:16].detach() - c[:16]  # −cost − log q̄, q̄ constant
