@@ -183,8 +183,12 @@ def _import_original(path):
 
 
 def _make_step_original(kind, p, K, orig):
-    """Same rows with the original implementation (v1 configs: normalize=True, LM 10 its, RSLM 64×16×3)."""
+    """Same rows with the original implementation (v1 configs: normalize=True, LM 10 its, RSLM 64×16×3); seeds
+    the global RNGs it draws from."""
+    import numpy as np
     import torch
+    np.random.seed(0)  # the original draws von Mises samples from the global NumPy RNG
+    torch.manual_seed(0)
     camera = orig.PerspectiveCamera(cam_mats=p['cam_mats'], z_min=0.1, img_shape=p['img_hw'])
     cost_fun = orig.AdaptiveHuberPnPCost(relative_delta=0.5)
     solver = dict(type='LMSolver', dof=4, num_iter=10, normalize=True,
@@ -283,9 +287,6 @@ def run_row(name, runs, threads, backend, profile, original=None):
     with torch.no_grad():  # reference: trust-region LM started from the true pose (no RSLM)
         ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=10).pose
     if original:
-        import numpy as np
-        np.random.seed(0)  # the original draws von Mises samples from the global NumPy RNG
-        torch.manual_seed(0)
         step = _make_step_original(kind, p, K, _import_original(original))
     else:
         step = _make_step(kind, p, K, backend, gen)
@@ -313,14 +314,11 @@ def run_pair(name, runs, threads, backend, original):
     """Executed in a subprocess: both implementations in one process, timed alternately (ours, original, ours,
     ...) so that both see the same machine state; prints one JSON line with the medians and the per-pair
     speed-ups (original time / ours of the adjacent run)."""
-    import numpy as np
     import torch
     torch.set_num_threads(threads)
     from epropnp_det.ops.pnp.testing import make_problems
     kind, N, n, K, _ = ROWS[name]
     p = make_problems(N, n, generator=torch.Generator().manual_seed(0))
-    np.random.seed(0)  # the original draws von Mises samples from the global NumPy RNG
-    torch.manual_seed(0)
     orig_step = _make_step_original(kind, p, K, _import_original(original))
     ours_step = _make_step(kind, p, K, backend, torch.Generator().manual_seed(1))
     ours_step(), orig_step()  # warm-ups (allocator, compile)
