@@ -36,7 +36,6 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmcv.ops import roi_align
 from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
@@ -46,6 +45,7 @@ from epropnp_det.ops.pnp.camera import project
 from epropnp_det.ops.pnp.types import CameraParams
 
 from ..losses import MVDGaussianMixtureNLLLoss, logsoftmax_across_rois
+from ..utils.roi_align import roi_align_aligned
 from .deform_sampler import apply_homography
 from .point_subnet import GroupLinear, fibonacci_sphere
 
@@ -61,11 +61,10 @@ class RoIAuxOutput(NamedTuple):
 
 
 def roi_align_safe(x: Tensor, rois: Tensor, size: Tuple[int, int], spatial_scale: float) -> Tensor:
-    """mmcv ``roi_align`` (adaptive sampling ratio, average, ``aligned=True``); zero RoIs → (0, C, rh, rw) that
-    stays connected to ``x``'s graph."""
-    if rois.shape[0] == 0:
-        return x.new_zeros((0, x.shape[1]) + tuple(size)) + 0 * x.sum()
-    return roi_align(x, rois.to(x.dtype), tuple(size), spatial_scale, 0, 'avg', True)
+    """mmcv-equivalent ``roi_align`` (adaptive sampling ratio, average, ``aligned=True``; vectorised backward on
+    CPU, see :mod:`epropnp_det.models.utils.roi_align`); zero RoIs → (0, C, rh, rw) that stays connected to ``x``'s
+    graph."""
+    return roi_align_aligned(x, rois, size, spatial_scale)
 
 
 def homography_x2d_roi(rois: Tensor, img_transforms: Tensor, roi_shape: Tuple[int, int],
