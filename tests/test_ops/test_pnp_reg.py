@@ -92,3 +92,32 @@ def test_derivative_regularization_end_to_end():
                                     adaptive_huber_delta(p2['x2d'], p2['w2d']), p2['pose_gt'])
     out['loss_pos'].sum().backward()
     assert (out['loss_pos'] > 0).all() and x2d.grad.abs().sum() > 0
+
+
+def test_shared_solve_of_the_monte_carlo_forward_equals_an_independent_regularisation_solve():
+    """``monte_carlo_forward(..., with_free_solution=True).pose_free`` is the regularisation's independent solve
+    (same RSLM draws): same y*, same losses and gradients as ``derivative_regularization`` solving itself."""
+    from epropnp_det.ops.pnp.epropnp import EProPnP4DoF
+    p = make_problems(12, 16, noise_px=2., dtype=D64, generator=torch.Generator().manual_seed(5))
+    layer = EProPnP4DoF(mc_samples=16, num_iter=4, solver_cfg=dict(num_iter=10))
+    w2d = p['w2d'].clone().requires_grad_()
+    delta = adaptive_huber_delta(p['x2d'], w2d)
+    gt = p['pose_gt'].clone()
+    gt[::2, 3] += 1.0
+    mc = layer.monte_carlo_forward(p['x3d'], p['x2d'], w2d, p['camera'], delta=delta, pose_init=gt,
+                                   with_free_solution=True, generator=torch.Generator().manual_seed(2))
+    ref_mc = layer.monte_carlo_forward(p['x3d'], p['x2d'], w2d, p['camera'], delta=delta, pose_init=gt,
+                                       generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(mc.pose_opt, ref_mc.pose_opt, rtol=0, atol=1e-9)
+    assert ref_mc.pose_free is None
+    shared = derivative_regularization(p['x3d'], p['x2d'], w2d, p['camera'], delta.detach(), gt,
+                                       pose_opt=mc.pose_free)
+    own = derivative_regularization(p['x3d'], p['x2d'], w2d, p['camera'], delta.detach(), gt,
+                                    generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(shared['pose_opt'], own['pose_opt'], rtol=0, atol=1e-9)
+    for k in ('loss_pos', 'loss_orient'):
+        torch.testing.assert_close(shared[k], own[k], rtol=1e-9, atol=1e-12)
+    g_shared, = torch.autograd.grad(shared['loss_pos'].sum() + shared['loss_orient'].sum(), w2d)
+    g_own, = torch.autograd.grad(own['loss_pos'].sum() + own['loss_orient'].sum(), w2d)
+    torch.testing.assert_close(g_shared, g_own, rtol=1e-7, atol=1e-10)
+    assert g_own.abs().max() > 0

@@ -135,6 +135,34 @@ def test_force_init_solve_picks_lower_cost():
     assert torch.allclose(sol.cost, torch.minimum(cost_i, cost_r))
 
 
+@pytest.mark.parametrize('normalize,num_iter', [(False, 10), (True, 10), (True, 0)])
+def test_free_solution_equals_an_independent_solve(normalize, num_iter):
+    """``with_free_solution``: the gt-initialised solve and the free one (RSLM start alone) run as one batch of 2N
+    problems and equal the two separate calls that draw the same RSLM subsets."""
+    p = make_problems(24, 32, dtype=D64, generator=torch.Generator().manual_seed(8))
+    delta = adaptive_huber_delta(p['x2d'], p['w2d'])
+    init = p['pose_gt'].clone()
+    init[::3, 3] += 2.0  # some gt inits lose against RSLM, others win: both branches differ
+    kw = dict(num_iter=num_iter, init_num_proposals=16, normalize=normalize)
+    if num_iter == 0:  # a weak RSLM, so that the gt init wins for some objects and the two starts differ
+        kw.update(init_num_proposals=2, init_num_iter=1)
+    both = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], delta, pose_init=init, force_init_solve=True,
+                     with_free_solution=True, with_cov=True, generator=torch.Generator().manual_seed(3), **kw)
+    main = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], delta, pose_init=init, force_init_solve=True,
+                     with_cov=True, generator=torch.Generator().manual_seed(3), **kw)
+    free = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], delta, generator=torch.Generator().manual_seed(3),
+                     **kw)
+    assert main.pose_free is None
+    torch.testing.assert_close(both.pose, main.pose, rtol=0, atol=1e-9)
+    torch.testing.assert_close(both.cost, main.cost, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(both.cov, main.cov, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(both.pose_free, free.pose, rtol=0, atol=1e-9)
+    if num_iter == 0:  # the starts differ where the gt init beat RSLM (after 10 iterations both converge)
+        assert (both.pose - both.pose_free).abs().amax(-1).gt(1e-3).sum() >= 3
+    with pytest.raises(ValueError, match='with_free_solution'):
+        solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], delta, with_free_solution=True)
+
+
 @pytest.mark.parametrize('fast_mode', [False, True])
 def test_cost_and_covariance_at_returned_pose(fast_mode):
     p = make_problems(30, 40, dtype=D64, generator=torch.Generator().manual_seed(10))

@@ -85,7 +85,12 @@ class EProPnPDeformPnPHead(BaseModule):
             ``log_rel_delta`` initialised at ``log(pnp.relative_delta)`` (spec §10.15; off in every published
             config, so checkpoints without the key load unchanged). It is used by the pose loss, the derivative
             regularisation (gradient only when ``detach_reg_inputs=False``) and inference.
-        train_cfg: ``dict(num_obj_samples_per_img, roi_shape)`` overrides; test_cfg: ``score_thr, max_per_img,
+        train_cfg: ``dict(num_obj_samples_per_img, roi_shape, share_reg_solve)`` overrides. ``share_reg_solve``
+            (default True): the derivative regularisation's independent solve (no gt init, spec §2.12) is taken
+            from the Monte-Carlo pose loss's solve call, which then iterates from its RSLM result alone as well
+            (same RSLM draws; both LM runs one batch of 2N problems), instead of a second RSLM + LM call. Used
+            only when the two solves have the same settings (``pnp.solver_cfg == dict(num_iter=10)``).
+        test_cfg: ``score_thr, max_per_img,
             nms_iou2d, nms_ioubev_thr, pnp_num_iter, min_bbox_size, mc_samples (0: no MC samples), cls_attrs,
             mc_scoring_ratio`` (r > 0: Monte-Carlo scoring ``score3d^(1−r)·score_mc^r``, spec §6.2, with
             ``mc_scoring_samples`` samples, default ``pnp.mc_samples``), ``pnp_fast_mode`` (GN instead of LM),
@@ -180,6 +185,9 @@ class EProPnPDeformPnPHead(BaseModule):
         self.loss_attr = MODELS.build(loss_attr) if loss_attr is not None else None
         self.loss_reg_pos_cfg, self.loss_reg_orient_cfg = loss_reg_pos, loss_reg_orient
         self.train_cfg = train_cfg
+        # the regularisation's solve = RSLM + 10 trust-region LM iterations (§2.12): shareable iff the MC solve is too
+        self.share_reg_solve = bool(train_cfg.get('share_reg_solve', True)) and \
+            self.pnp.solver_cfg == dict(num_iter=10)
         # v2 dense depth branch with its MVD loss (spec §10.12)
         self.depth_branch = None if depth_branch is None else MODELS.build(dict(dict(
             type='EProPnPDepthBranch', embed_dims=embed_dims, pixel_convention=pixel_convention), **depth_branch))
@@ -389,7 +397,8 @@ class EProPnPDeformPnPHead(BaseModule):
             rel_delta = self.relative_delta()  # AdaptiveHuberPnPCost relative_delta (0.5, or learnable §10.15)
             mc = self.pnp.monte_carlo_forward(x3d, x2d_pose, w2d_s, camera, pose_init=pose_gt,
                                               delta=adaptive_huber_delta(x2d_pose, w2d_s, rel_delta),
-                                              force_init_solve=True)
+                                              force_init_solve=True,
+                                              with_free_solution=self.share_reg_solve)
             pose_loss = self.loss_pose(mc.cost_init, mc.logw, batch_norm_factor=batch_norm, weight=w, avg_factor=avg)
             losses['loss_pose'] = pose_loss.loss
             losses['num_nonfinite_pose'] = pose_loss.num_nonfinite.to(boxes)  # objects excluded (NaN/Inf)
@@ -398,8 +407,11 @@ class EProPnPDeformPnPHead(BaseModule):
                 delta = adaptive_huber_delta(x2d.detach(), w2d_s, rel_delta).detach()
             else:  # v2 (§10.8): gradients of the regularisation also reach dims, scale and δ
                 x3d_reg, w2d_reg, delta = x3d, w2d_s, adaptive_huber_delta(x2d, w2d_s, rel_delta)
-            reg = derivative_regularization(x3d_reg, x2d, w2d_reg, camera,
-                                            delta, pose_gt, beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0))
+            # same values as the pose loss's inputs: its independent solve can be shared (pose_free); y* also gives the
+            # score target
+            reg = derivative_regularization(x3d_reg, x2d, w2d_reg, camera, delta, pose_gt,
+                                            beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0),
+                                            pose_opt=mc.pose_free)
             te = (reg['pose_opt'][:, [0, 2]] - pose_gt[:, [0, 2]]).norm(dim=-1)
             score_tgt = ((2.5 - torch.log2(te.clamp(min=1e-6))) / 4).clamp(0, 1)
             losses['loss_score'] = self.loss_score(out['score_logit'], score_tgt.detach(), weight=w_u,

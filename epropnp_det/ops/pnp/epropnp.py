@@ -459,6 +459,8 @@ class PoseSamples:
             (translations shifted by ``R·offset``, see :mod:`.normalize`), or the caller's frame if
             ``offset`` is ``None``.
         offset: (N, 3) normalisation offset (mean of x3d, object frame), or ``None``.
+        pose_free: (N, D) with ``with_free_solution=True``: the solve from the RSLM start alone (no ``pose_init``),
+            i.e. an independent solve sharing the RSLM draws (detached), or ``None``.
     """
     pose_opt: Tensor
     pose_cov: Tensor
@@ -468,6 +470,7 @@ class PoseSamples:
     cost_init: Optional[Tensor] = None
     proposal: Optional[object] = None
     offset: Optional[Tensor] = None
+    pose_free: Optional[Tensor] = None
 
     @property
     def log_normalizer(self) -> Tensor:
@@ -620,7 +623,9 @@ class EProPnPBase(nn.Module):
             force_init_solve: with ``pose_init``, also run RSLM and keep the better start per object.
             generator: torch RNG for RSLM and every Monte-Carlo draw.
             mc_samples: override ``self.mc_samples`` for this call (must be divisible by ``num_iter``).
-            **solver_kwargs: per-call overrides of the solver settings.
+            **solver_kwargs: per-call overrides of the solver settings; ``with_free_solution=True`` (with
+                ``pose_init``) also returns ``pose_free``, the solution of an independent solve from the same
+                RSLM draws (see :func:`.solver.solve_pnp`).
 
         Returns:
             :class:`PoseSamples`.
@@ -645,13 +650,14 @@ class EProPnPBase(nn.Module):
             extra_poses=None if pose_init_n is None else pose_init_n.detach()[None])
         if cost_init is not None:
             cost_init = cost_init[0]
-        pose_opt, pose_cov = sol.pose, sol.cov
+        pose_opt, pose_cov, pose_free = sol.pose, sol.cov, sol.pose_free
         if self.normalize:
             pose_cov = pnp_denormalize_cov(offset, pose_opt, pose_cov)
             pose_opt = pnp_denormalize(offset, pose_opt)
             samples = pnp_denormalize(offset, samples)
+            pose_free = None if pose_free is None else pnp_denormalize(offset, pose_free)
         return PoseSamples(pose_opt=pose_opt, pose_cov=pose_cov, cost_opt=sol.cost, pose_samples=samples,
-                           logw=logw, cost_init=cost_init, proposal=props, offset=offset)
+                           logw=logw, cost_init=cost_init, proposal=props, offset=offset, pose_free=pose_free)
 
 
 class EProPnP4DoF(EProPnPBase):

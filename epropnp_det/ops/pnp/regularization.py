@@ -29,19 +29,24 @@ def derivative_reg_losses(pose_plus: Tensor, pose_gt: Tensor, beta: float = 1.0)
 
 def derivative_regularization(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor,
                               pose_gt: Tensor, *, beta: float = 1.0, num_iter: int = 10, normalize: bool = True,
-                              generator: Optional[torch.Generator] = None, **solve_kwargs) -> Dict[str, Tensor]:
+                              generator: Optional[torch.Generator] = None, pose_opt: Optional[Tensor] = None,
+                              **solve_kwargs) -> Dict[str, Tensor]:
     """Independent solve (RSLM + trust-region LM, no gt init, no grad), then ``y⁺`` and the two losses.
 
     Args:
         x3d (N, n, 3) object frame metres, x2d (N, n, 2) pixels, w2d (N, n, 2), delta (N,): may require grad
         (v1 passes ``x3d = noc·dims.detach()``, ``w2d·scale.detach()``, ``δ.detach()``).
         pose_gt: (N, 4) camera frame.
+        pose_opt: (N, 4) camera frame, an independent solution ``y*`` computed elsewhere (e.g.
+            ``PoseSamples.pose_free`` of the Monte-Carlo forward, which shares its RSLM draws); skips the solve.
 
     Returns:
         dict(loss_pos (N,), loss_orient (N,), pose_opt (N, 4) detached, pose_plus (N, 4) differentiable).
     """
-    sol = solve_pnp(x3d, x2d, w2d, camera, delta, num_iter=num_iter, normalize=normalize, generator=generator,
-                    **solve_kwargs)
-    pose_plus = compute_pose_plus(x3d, x2d, w2d, sol.pose, camera, delta, normalize=normalize)
+    if pose_opt is None:
+        pose_opt = solve_pnp(x3d, x2d, w2d, camera, delta, num_iter=num_iter, normalize=normalize,
+                             generator=generator, **solve_kwargs).pose
+    pose_opt = pose_opt.detach()
+    pose_plus = compute_pose_plus(x3d, x2d, w2d, pose_opt, camera, delta, normalize=normalize)
     loss_pos, loss_orient = derivative_reg_losses(pose_plus, pose_gt.to(pose_plus), beta)
-    return dict(loss_pos=loss_pos, loss_orient=loss_orient, pose_opt=sol.pose, pose_plus=pose_plus)
+    return dict(loss_pos=loss_pos, loss_orient=loss_orient, pose_opt=pose_opt, pose_plus=pose_plus)

@@ -447,7 +447,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
               with_pose_plus: bool = False, normalize: bool = True, num_iter: int = 10, fast_mode: bool = False,
               dof: int = 4, eps: float = 1e-5, init_num_points: int = 16, init_num_proposals: int = 64,
               init_num_iter: int = 3, generator: Optional[torch.Generator] = None, check_finite: bool = True,
-              backend: str = 'auto', **lm_kwargs) -> PnPSolution:
+              backend: str = 'auto', with_free_solution: bool = False, **lm_kwargs) -> PnPSolution:
     """Solve a batch of PnP problems (spec §2.4 ``LMSolver.forward``).
 
     Args:
@@ -469,12 +469,19 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         backend: ``'auto'`` (default), ``'eager'`` or ``'compile'``: ``torch.compile``-fused solver kernels
             (:mod:`._compile`); auto compiles the RSLM stage when it scores ≥ 2¹⁸ (proposal, point) pairs and the
             final LM/GN loop then or when ``N·n·num_iter ≥ 2¹⁸``. Same results up to float rounding.
+        with_free_solution: with ``pose_init`` and ``force_init_solve``, also iterate from the RSLM result alone
+            and return that solution as ``pose_free``: the solution of an independent solve without ``pose_init``
+            (as the derivative regularisation needs, spec §2.12), sharing this call's RSLM draws. Both LM runs
+            are one batch of 2N problems, which costs much less than a second call when the loop is
+            dispatch-bound (small N·n, eager).
         **lm_kwargs: trust-region constants of :func:`lm_solve`.
 
     Returns:
         :class:`PnPSolution` (pose and cost at the same, final pose).
     """
     _check_inputs(x3d, x2d, w2d, camera, pose_init, dof, check_finite)
+    if with_free_solution and (pose_init is None or not force_init_solve):
+        raise ValueError('with_free_solution=True needs pose_init and force_init_solve=True')
     if delta is None:
         delta = adaptive_huber_delta(x2d.detach(), w2d.detach())
     N, D = x3d.shape[0], 4 if dof == 4 else 7
@@ -484,7 +491,8 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         if D == 7 and pose_init is None:
             pose[:, 3] = 1
         cov = x3d.new_zeros(N, T, T) if with_cov else None
-        return PnPSolution(pose, x3d.new_zeros(N), cov, pose.clone() if with_pose_plus else None)
+        return PnPSolution(pose, x3d.new_zeros(N), cov, pose.clone() if with_pose_plus else None,
+                           pose.clone() if with_free_solution else None)
     kw = dict(eps=eps, **lm_kwargs)
     with torch.no_grad():
         x3d_d, x2d_d, w2d_d, delta_d = x3d.detach(), x2d.detach(), w2d.detach(), delta.detach()
@@ -497,6 +505,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
             pose_r, cost_r = _rslm(prep, x3d_d, x2d_d, w2d_d, camera, delta_d, init_num_points,
                                    init_num_proposals, init_num_iter, dof, fast_mode, generator, backend=backend,
                                    **kw)
+            pose_free = pose_r
             if pose_n is not None:
                 cost_i = cost_prepared(prep, pose_n, camera, delta_d)
                 pose_r = _where(cost_i < cost_r, pose_n, pose_r)
@@ -504,8 +513,19 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
         rslm_ran = pose_init is None or force_init_solve
         compiled = _compile.use_compile(backend, N * x3d.shape[1] * max(num_iter, init_num_proposals * rslm_ran))
-        pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter, fast_mode=fast_mode,
-                                             compiled=compiled, **kw)
+        if with_free_solution:  # both starts as one batch of 2N problems (camera and δ tiled)
+            prep2 = Prepared(*(torch.cat([t, t], dim=1) for t in prep[:4]),
+                             None if prep.xhT is None else torch.cat([prep.xhT, prep.xhT]))
+            pose2, cost2, jtj2 = _lm_loop_chunked(prep2, torch.cat([pose_n, pose_free]), camera.repeat(2),
+                                                  delta_d.repeat(2), num_iter=num_iter, fast_mode=fast_mode,
+                                                  compiled=compiled, **kw)
+            pose_n, pose_free = pose2[:N], pose2[N:]
+            cost, jtj = cost2[:N], jtj2[:N]
+            pose_free = pnp_denormalize(offset, pose_free) if normalize else pose_free
+        else:
+            pose_free = None
+            pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter,
+                                                 fast_mode=fast_mode, compiled=compiled, **kw)
         cov = None
         if with_cov:
             cov = laplace_covariance(jtj, eps)
@@ -515,7 +535,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
     pose_plus = None
     if with_pose_plus:
         pose_plus = compute_pose_plus(x3d, x2d, w2d, pose, camera, delta, normalize=normalize, eps=eps)
-    return PnPSolution(pose, cost, cov, pose_plus)
+    return PnPSolution(pose, cost, cov, pose_plus, pose_free)
 
 
 class PnPSolver(nn.Module):

@@ -103,8 +103,11 @@ class PnPSolution:
             (:func:`~epropnp_det.ops.pnp.normalize.pnp_denormalize_cov`); ``eps·I`` is added in the normalised
             frame.
         pose_plus: (N, D) ``pose`` plus one differentiable Gauss-Newton step (spec §2.12), or ``None``.
+        pose_free: (N, D) with ``with_free_solution``: the solution started from the RSLM result alone (``pose_init``
+            not competing), i.e. what an independent solve without ``pose_init`` returns (detached), or ``None``.
     """
     pose: Tensor
     cost: Tensor
     cov: Optional[Tensor] = None
     pose_plus: Optional[Tensor] = None
+    pose_free: Optional[Tensor] = None

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from mmdet3d.structures import CameraInstance3DBoxes, Det3DDataSample
 from mmengine.structures import InstanceData
@@ -62,8 +63,11 @@ def feats(B=2):
     return [torch.randn(B, 16, H // s, W // s, requires_grad=True) for s in (4, 8, 16, 32)]
 
 
-def test_one_training_iteration_finite_losses_and_grads():
-    head = tiny_head().train()
+@pytest.mark.parametrize('solver_iters', [5, 10])
+def test_one_training_iteration_finite_losses_and_grads(solver_iters):
+    # 10 LM iterations = the regularisation's settings: its solve is shared with the pose loss's (share_reg_solve)
+    head = tiny_head(pnp=dict(mc_samples=32, num_iter=4, solver_cfg=dict(num_iter=solver_iters))).train()
+    assert head.share_reg_solve == (solver_iters == 10)
     samples = [sample([[4., 1.6, 1.9, 1., 0.5, 10., 0.3], [1., 1.7, 0.7, -2., 0.6, 7., -1.]], [0, 7]),
                sample([[4., 1.6, 1.9, -1., 0.5, 9., 2.0]], [0], flip=True)]
     losses = head.loss(feats(), samples)
@@ -85,6 +89,13 @@ def test_one_training_iteration_finite_losses_and_grads():
     # the norm factor moved towards the batch statistic (scales are 1 at init, mean weight 1)
     torch.testing.assert_close(head.loss_pose.norm_factor, torch.tensor(1.0))
     assert losses['loss_pose'] != 0 and losses['num_nonfinite_pose'] == 0
+
+
+def test_share_reg_solve_switch():
+    pnp10 = dict(mc_samples=32, num_iter=4, solver_cfg=dict(num_iter=10))
+    assert tiny_head(pnp=pnp10).share_reg_solve
+    assert not tiny_head(pnp=pnp10, train_cfg=dict(num_obj_samples_per_img=6, share_reg_solve=False)).share_reg_solve
+    assert not tiny_head(pnp=dict(pnp10, solver_cfg=dict(num_iter=10, fast_mode=True))).share_reg_solve
 
 
 def test_training_without_objects_keeps_every_parameter_in_the_graph():
