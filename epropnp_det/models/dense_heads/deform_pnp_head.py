@@ -411,7 +411,7 @@ class EProPnPDeformPnPHead(BaseModule):
             # score target
             reg = derivative_regularization(x3d_reg, x2d, w2d_reg, camera, delta, pose_gt,
                                             beta=(self.loss_reg_pos_cfg or {}).get('beta', 1.0),
-                                            pose_opt=mc.pose_free)
+                                            pose_opt=mc.pose_free, backend=self.pnp.cost_backend)
             te = (reg['pose_opt'][:, [0, 2]] - pose_gt[:, [0, 2]]).norm(dim=-1)
             score_tgt = ((2.5 - torch.log2(te.clamp(min=1e-6))) / 4).clamp(0, 1)
             losses['loss_score'] = self.loss_score(out['score_logit'], score_tgt.detach(), weight=w_u,
