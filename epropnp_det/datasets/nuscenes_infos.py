@@ -134,18 +134,24 @@ def create_nuscenes_infos(root_path: str, out_dir: Optional[str] = None, version
     return written
 
 
-def _box_points_camera(nusc, ann_tokens, pose_rec, cs_rec):
-    """Camera-frame nuScenes boxes (same transform chain as mmdet3d's ``get_nuscenes_2d_boxes``)."""
+def _box_to_camera(box, pose_rec, cs_rec):
+    """A devkit ``Box`` (global frame) moved to the camera frame (same transform chain as mmdet3d's
+    ``get_nuscenes_2d_boxes``), in place."""
     from pyquaternion import Quaternion
-    boxes = []
-    for tok in ann_tokens:
-        box = nusc.get_box(tok)
-        box.translate(-np.array(pose_rec['translation']))
-        box.rotate(Quaternion(pose_rec['rotation']).inverse)
-        box.translate(-np.array(cs_rec['translation']))
-        box.rotate(Quaternion(cs_rec['rotation']).inverse)
-        boxes.append(box)
-    return boxes
+    box.translate(-np.array(pose_rec['translation']))
+    box.rotate(Quaternion(pose_rec['rotation']).inverse)
+    box.translate(-np.array(cs_rec['translation']))
+    box.rotate(Quaternion(cs_rec['rotation']).inverse)
+    return box
+
+
+def _centres_camera(ann_recs, pose_rec, cs_rec) -> np.ndarray:
+    """(A, 3) camera-frame centres of the annotations: the translation part of :func:`_box_to_camera`, for all
+    annotations at once (only the matched ones become ``Box`` objects)."""
+    from pyquaternion import Quaternion
+    c = np.array([r['translation'] for r in ann_recs], dtype=np.float64).reshape(-1, 3)
+    c = (c - np.array(pose_rec['translation'])) @ Quaternion(pose_rec['rotation']).rotation_matrix
+    return (c - np.array(cs_rec['translation'])) @ Quaternion(cs_rec['rotation']).rotation_matrix
 
 
 def truncation_of_box(corners_fn_box, cam2img: np.ndarray, width: int, height: int) -> float:
@@ -205,8 +211,7 @@ def add_epropnp_fields(data: Dict, nusc, match_tol: float = 1e-3) -> Dict:
             cs = nusc.get('calibrated_sensor', sd['calibrated_sensor_token'])
             pose = nusc.get('ego_pose', sd['ego_pose_token'])
             k = np.array(cs['camera_intrinsic'], dtype=np.float64)
-            boxes = _box_points_camera(nusc, sample['anns'], pose, cs)
-            centres = np.array([b.center for b in boxes]).reshape(-1, 3)
+            centres = _centres_camera(ann_recs, pose, cs)
             kept = []
             for inst in cam_insts:
                 dist = np.linalg.norm(centres - np.asarray(inst['bbox_3d'][:3]), axis=1)
@@ -214,7 +219,8 @@ def add_epropnp_fields(data: Dict, nusc, match_tol: float = 1e-3) -> Dict:
                 if dist[j] > match_tol:
                     raise ValueError(f"sample {info['token']} {cam}: cam instance at {inst['bbox_3d'][:3]} matches no "
                                      f'annotation (closest {dist[j]:.3g} m)')
-                rec, box = ann_recs[j], boxes[j]
+                rec = ann_recs[j]
+                box = _box_to_camera(nusc.get_box(rec['token']), pose, cs)
                 bbox = nearclip_bbox_of_box(box, k, img['width'], img['height'])
                 if bbox is None:
                     continue
