@@ -122,3 +122,17 @@ def test_data_root_options_follow_wrappers():
     _bench_common.set_data_root(cfg, '/new')
     assert cfg.train_dataloader.dataset.dataset.data_root == '/new/' and cfg.test_evaluator[0].ann_file == '/new/x.pkl'
     assert math.isclose(cfg.train_dataloader.dataset.times, 2)
+
+
+def test_train_step_breakdown_table_nests_head_stages_and_sums():
+    import train_step_breakdown as tsb
+    times = {'data preprocessor': 0.01, 'backbone + neck forward': 0.6, 'head loss forward': 0.3, 'backward': 0.9,
+             'optimizer step': 0.05, 'MC pose loss (solve + AMIS)': 0.12, 'FCOS forward': 0.08}
+    times['train step'] = sum(times[k] for k in tsb.TOP)
+    rows = table_rows(tsb.format_breakdown(times, 'T'))
+    labels = [r[0] for r in rows[1:]]
+    assert labels[:3] == ['data preprocessor', 'backbone + neck forward', 'head loss forward']
+    # sub-stages follow their parent in call order; absent ones are left out
+    assert labels[3:5] == ['FCOS forward', 'MC pose loss (solve + AMIS)']
+    assert labels[-1] == 'train step' and rows[-1][1:] == ['1860.0', '100.0']
+    assert rows[labels.index('backward') + 1][2] == f'{100 * 0.9 / 1.86:.1f}'
