@@ -36,7 +36,7 @@ def roi_align_grid_sample(x: Tensor, rois: Tensor, size: Tuple[int, int], spatia
         (R, C, rh, rw).
     """
     rh, rw = int(size[0]), int(size[1])
-    B, C, H, W = x.shape
+    C, H, W = x.shape[1:]
     R = rois.shape[0]
     out = x.new_zeros(R, C, rh, rw)
     if R == 0:
@@ -44,9 +44,9 @@ def roi_align_grid_sample(x: Tensor, rois: Tensor, size: Tuple[int, int], spatia
     rois = rois.detach().to(torch.float64)
     start = rois[:, 1:3] * spatial_scale - 0.5  # (R, 2) x, y
     extent = rois[:, 3:5] * spatial_scale - 0.5 - start  # (R, 2) w, h
-    bins = extent / extent.new_tensor([rw, rh])
-    # adaptive sampling ratio, as mmcv: ceil(extent / bins); ≤ 0 (empty / inverted box) → no sample → 0
-    grid_wh = torch.ceil(extent / extent.new_tensor([rw, rh])).clamp(min=0).long()
+    bins = extent / extent.new_tensor([rw, rh])  # (R, 2) bin width, height
+    # adaptive sampling ratio, as mmcv: ceil(bin size); ≤ 0 (empty / inverted box) → no sample → 0
+    grid_wh = torch.ceil(bins).clamp(min=0).long()
     # one grid_sample per (image, sub-grid size): the sub-grid sizes of a batch take few distinct values
     keys = torch.stack((rois[:, 0].long(), grid_wh[:, 0], grid_wh[:, 1]), 1)
     uniq = torch.unique(keys, dim=0)

@@ -53,6 +53,11 @@ class Prepared(NamedTuple):
         return Prepared(self.xs[:, a:b], self.obs[:, a:b], self.w[:, a:b], self.w2[:, a:b],
                         None if self.xhT is None else self.xhT[a:b])
 
+    def repeat(self, k: int) -> 'Prepared':
+        """Tile the problems: (·, N, n) -> (·, k·N, n), matching ``CameraParams.repeat(k)``."""
+        return Prepared(*(torch.cat([t] * k, dim=1) for t in self[:4]),
+                        None if self.xhT is None else torch.cat([self.xhT] * k))
+
     def gather(self, idx: Tensor) -> 'Prepared':
         """Select points: idx (P, N, m) long -> Prepared with planes (·, P, N, m); self must be (·, N, n)."""
         P, N, m = idx.shape

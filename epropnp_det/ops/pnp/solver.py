@@ -513,15 +513,12 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
         rslm_ran = pose_init is None or force_init_solve
         compiled = _compile.use_compile(backend, N * x3d.shape[1] * max(num_iter, init_num_proposals * rslm_ran))
-        if with_free_solution:  # both starts as one batch of 2N problems (camera and δ tiled)
-            prep2 = Prepared(*(torch.cat([t, t], dim=1) for t in prep[:4]),
-                             None if prep.xhT is None else torch.cat([prep.xhT, prep.xhT]))
-            pose2, cost2, jtj2 = _lm_loop_chunked(prep2, torch.cat([pose_n, pose_free]), camera.repeat(2),
+        if with_free_solution:  # both starts as one batch of 2N problems (problems, camera and δ tiled)
+            poses, costs, jtjs = _lm_loop_chunked(prep.repeat(2), torch.cat([pose_n, pose_free]), camera.repeat(2),
                                                   delta_d.repeat(2), num_iter=num_iter, fast_mode=fast_mode,
                                                   compiled=compiled, **kw)
-            pose_n, pose_free = pose2[:N], pose2[N:]
-            cost, jtj = cost2[:N], jtj2[:N]
-            pose_free = pnp_denormalize(offset, pose_free) if normalize else pose_free
+            pose_n, cost, jtj = poses[:N], costs[:N], jtjs[:N]
+            pose_free = pnp_denormalize(offset, poses[N:]) if normalize else poses[N:]
         else:
             pose_free = None
             pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter,
