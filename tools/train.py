@@ -16,7 +16,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))  # run fr
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device  # noqa: E402
+from epropnp_det.utils.dist_env import adapt_dist_cfg_for_device, destroy_process_group_if_initialized  # noqa: E402
 from epropnp_det.utils.runner_cfg import build_runner, load_runner_cfg  # noqa: E402
 
 
@@ -80,7 +80,10 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        destroy_process_group_if_initialized()
 
 
 if __name__ == '__main__':
