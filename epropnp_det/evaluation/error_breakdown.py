@@ -30,7 +30,7 @@ DIST_BINS = (0.0, 10.0, 20.0, 30.0, 40.0, np.inf)
 
 @dataclass
 class ClassErrors:
-    """Errors of the matched pairs of one class; arrays have one entry per matched pair, shape (M, ...)."""
+    """Errors of the matched pairs of one class: each list has one entry per matched pair (M entries)."""
     num_gt: int = 0
     num_pred: int = 0
     dist: List[float] = field(default_factory=list)         # gt BEV distance to the ego (m)
