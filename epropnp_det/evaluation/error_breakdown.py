@@ -16,8 +16,8 @@ centre minus the ego position (global axes), so for each matched pair
   positive = predicted too far;
 * tangential error = |(pred − gt) · t̂| in metres, t̂ ⟂ r̂ in BEV;
 * size error = log(pred / gt) per (w, l, h) (devkit size order);
-* yaw error = wrapped pred − gt yaw in (−π, π], for the classes the devkit scores orientation on (period π for
-  barriers, as in the devkit; none for traffic cones).
+* yaw error = pred − gt yaw wrapped by the devkit's ``angle_diff``, for the classes the devkit scores orientation
+  on (period π for barriers, as in the devkit; none for traffic cones).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -32,7 +32,6 @@ DIST_BINS = (0.0, 10.0, 20.0, 30.0, 40.0, np.inf)
 class ClassErrors:
     """Errors of the matched pairs of one class: each list has one entry per matched pair (M entries)."""
     num_gt: int = 0
-    num_pred: int = 0
     dist: List[float] = field(default_factory=list)         # gt BEV distance to the ego (m)
     radial: List[float] = field(default_factory=list)       # signed, m
     tangential: List[float] = field(default_factory=list)   # signed, m
@@ -42,18 +41,6 @@ class ClassErrors:
     @property
     def num_matched(self) -> int:
         return len(self.radial)
-
-
-def _yaw(box) -> float:
-    """Yaw (rad) of a devkit box, as the devkit's ``yaw_diff`` reads it."""
-    from nuscenes.eval.common.utils import quaternion_yaw
-    from pyquaternion import Quaternion
-    return float(quaternion_yaw(Quaternion(box.rotation)))
-
-
-def wrap_angle(a: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
-    """Maps angles (rad) to [−period/2, period/2)."""
-    return (np.asarray(a) + period / 2) % period - period / 2
 
 
 def match_and_decompose(gt_boxes, pred_boxes, class_names: Sequence[str], dist_th: float = 2.0,
@@ -70,6 +57,12 @@ def match_and_decompose(gt_boxes, pred_boxes, class_names: Sequence[str], dist_t
     Returns:
         ``{class name: ClassErrors}``.
     """
+    from nuscenes.eval.common.utils import angle_diff, quaternion_yaw
+    from pyquaternion import Quaternion
+
+    def _yaw(box) -> float:
+        return quaternion_yaw(Quaternion(box.rotation))
+
     out = {c: ClassErrors() for c in class_names}
     for cls in class_names:
         errs = out[cls]
@@ -77,7 +70,6 @@ def match_and_decompose(gt_boxes, pred_boxes, class_names: Sequence[str], dist_t
         errs.num_gt = sum(len(v) for v in gts.values())
         preds = [b for tok in pred_boxes.sample_tokens for b in pred_boxes[tok]
                  if b.detection_name == cls and b.detection_score >= score_thr]
-        errs.num_pred = len(preds)
         taken = set()
         for p in sorted(preds, key=lambda b: -b.detection_score):
             best, best_d = None, np.inf
@@ -101,7 +93,7 @@ def match_and_decompose(gt_boxes, pred_boxes, class_names: Sequence[str], dist_t
             errs.log_size.append(tuple(np.log(np.maximum(p.size, 1e-6) / np.maximum(g.size, 1e-6)).tolist()))
             if cls != 'traffic_cone':
                 period = np.pi if cls == 'barrier' else 2 * np.pi
-                errs.yaw.append(float(wrap_angle(_yaw(p) - _yaw(g), period)))
+                errs.yaw.append(float(angle_diff(_yaw(p), _yaw(g), period)))
     return out
 
 
