@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from epropnp_det.ops.pnp.rotation import quaternion_to_rot_mat, rot_mat_to_yaw, yaw_to_rot_mat
+from epropnp_det.ops.pnp.rotation import wrap_angle as wrap_to_pi  # radians into [-π, π); public name kept
 
 __all__ = [
     'KITTI2NUS_ROT', 'PIXEL_CONVENTIONS', 'model_to_cam_boxes', 'cam_boxes_to_model', 'model_boxes_corners',
@@ -51,11 +52,6 @@ PIXEL_CONVENTIONS = {'v1': 0.5, 'v2': 0.0}
 
 def _k2n(ref: Tensor) -> Tensor:
     return ref.new_tensor(KITTI2NUS_ROT)
-
-
-def wrap_to_pi(angle: Tensor) -> Tensor:
-    """Wrap radians into ``[-π, π)``."""
-    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
 def _check(t: Tensor, last: int, name: str):
