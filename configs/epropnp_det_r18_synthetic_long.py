@@ -21,9 +21,8 @@ max_iters = 5000
 train_data_root = 'data/synthetic_nuscenes_x4/'
 
 train_dataloader = dict(dataset=dict(data_root=train_data_root))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[4200, 4800], gamma=0.1),
-]
+# the default's warm-up; only the step decay moves
+param_scheduler = _base_.param_scheduler
+param_scheduler[1].update(end=max_iters, milestones=[4200, 4800])
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=500, max_keep_ckpts=3))
