@@ -17,13 +17,18 @@ one-off warm-up/compilation.
 
 Accuracy columns (median over objects): translation error (m), yaw error (deg), % of objects > 1 m off, and
 % of objects whose pose agrees (‖Δt‖ < 5 cm and |Δyaw| < 1°) with a trust-region LM started from the true pose.
-The baseline column holds the original implementation's times measured on this machine kind (issue 7).
+Speed-ups are only printed against the original measured in the same run (``--original PATH``).
 
 Usage::
 
     python tools/benchmarks/pnp_layer.py [--runs 5] [--threads 2] [--rows mc_train_512,gn_infer_144,...]
                                          [--cost-backend auto|eager|compile] [--profile] [--original PATH]
-                                         [--interleave]
+                                         [--interleave] [--device cpu|cuda] [--count-ops] [--json PATH]
+
+``--device cuda`` runs the problems on the GPU (times with ``torch.cuda.synchronize``; peak memory from
+``torch.cuda.max_memory_allocated``). ``--count-ops`` adds the aten ops and host synchronisations of one call of
+each row (:class:`epropnp_det.utils.op_counter.OpCounter`; on the CPU the synchronisations are those the call
+would make on a GPU). ``--json PATH`` also writes the rows.
 
 ``--original PATH`` times the original implementation side by side (a checkout of tjiiv-cprg/EPro-PnP outside
 the project; its ``mmcv.utils`` registry import is stubbed, pyro must be importable, e.g. installed with
@@ -51,16 +56,14 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-# name: (kind, N, n, K, original implementation's seconds on this machine kind, issue 7)
+# name: (kind, N, n, K)
 ROWS = {
-    'mc_train_512': ('mc_train', 144, 256, 512, 1.96),
-    'mc_train_128': ('mc_train', 96, 128, 128, 0.21),
-    'gn_infer_144': ('gn_infer', 144, 256, 0, 0.16),
-    'gn_infer_1536': ('gn_infer', 1536, 256, 0, 2.49),
-    'deriv_reg_144': ('deriv_reg', 144, 256, 0, 0.23),
+    'mc_train_512': ('mc_train', 144, 256, 512),
+    'mc_train_128': ('mc_train', 96, 128, 128),
+    'gn_infer_144': ('gn_infer', 144, 256, 0),
+    'gn_infer_1536': ('gn_infer', 1536, 256, 0),
+    'deriv_reg_144': ('deriv_reg', 144, 256, 0),
 }
-# original implementation's accuracy at (144, 256) (issue 7)
-BASELINE_ACCURACY = dict(t_err=0.20, yaw_err=0.44, pct_far=11.8)
 
 
 def _rss_mb() -> float:
@@ -275,33 +278,67 @@ def _stage_timers(kind, p, K, backend, gen):
     return t
 
 
-def run_row(name, runs, threads, backend, profile, original=None):
+def _sync(device):
+    import torch
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _timed(step, device):
+    _sync(device)
+    t0 = time.perf_counter()
+    out = step()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def _problems(name, device):
+    import torch
+
+    from epropnp_det.ops.pnp.testing import make_problems
+    kind, N, n, K = ROWS[name]
+    p = make_problems(N, n, generator=torch.Generator().manual_seed(0))
+    if device != 'cpu':
+        p = {k: (v.to(device) if hasattr(v, 'to') else v) for k, v in p.items()}
+    return kind, N, n, K, p
+
+
+def _count_ops(step, device):
+    from epropnp_det.utils.op_counter import OpCounter
+    with OpCounter(host_is_device=device == 'cpu') as c:
+        step()
+    return dict(ops=c.ops, syncs=c.num_syncs, sync_sites=sorted({site for _, site in c.syncs}))
+
+
+def run_row(name, runs, threads, backend, profile, original=None, device='cpu', count_ops=False):
     """Executed in a subprocess: prints one JSON line (``original``: path of the original implementation)."""
     import torch
     torch.set_num_threads(threads)
     from epropnp_det.ops.pnp import solve_pnp
-    from epropnp_det.ops.pnp.testing import make_problems
-    kind, N, n, K, _ = ROWS[name]
-    p = make_problems(N, n, generator=torch.Generator().manual_seed(0))
-    gen = torch.Generator().manual_seed(1)
+    kind, N, n, K, p = _problems(name, device)
+    gen = torch.Generator(device=device).manual_seed(1)
     with torch.no_grad():  # reference: trust-region LM started from the true pose (no RSLM)
-        ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=10).pose
+        ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], pose_init=p['pose_gt'], num_iter=10,
+                        backend='eager').pose
     if original:
         step = _make_step_original(kind, p, K, _import_original(original))
     else:
         step = _make_step(kind, p, K, backend, gen)
-    t0 = time.perf_counter()
-    step()  # warm-up (allocator, compile)
-    warm = time.perf_counter() - t0
+    warm, _ = _timed(step, device)  # first call (allocator, compile, CUDA-graph capture)
     times, pose = [], None
     rss0 = _rss_mb()
+    if device != 'cpu':
+        torch.cuda.reset_peak_memory_stats()
+        mem0 = torch.cuda.memory_allocated()
     with _PeakRSS() as mem:
         for _ in range(runs):
-            t0 = time.perf_counter()
-            pose = step()
-            times.append(time.perf_counter() - t0)
+            t, pose = _timed(step, device)
+            times.append(t)
+    peak = mem.peak - rss0 if device == 'cpu' else (torch.cuda.max_memory_allocated() - mem0) / 2 ** 20
     res = dict(name=name, kind=kind, N=N, n=n, K=K, time=statistics.median(times), times=times, warmup=warm,
-               peak_mb=mem.peak - rss0, **_accuracy(pose.detach(), p['pose_gt'], ref))
+               peak_mb=peak, device=device, **_accuracy(pose.detach(), p['pose_gt'], ref))
+    if count_ops:
+        res.update(_count_ops(step, device))
     if profile and not original:
         res['stages'] = _stage_timers(kind, p, K, backend, gen)
         with torch.profiler.profile() as prof:
@@ -310,36 +347,38 @@ def run_row(name, runs, threads, backend, profile, original=None):
     print('@@' + json.dumps(res))
 
 
-def run_pair(name, runs, threads, backend, original):
+def run_pair(name, runs, threads, backend, original, device='cpu'):
     """Executed in a subprocess: both implementations in one process, timed alternately (ours, original, ours,
-    ...) so that both see the same machine state; prints one JSON line with the medians and the per-pair
-    speed-ups (original time / ours of the adjacent run)."""
+    ...) so that both see the same machine state; prints one JSON line with the medians, both first calls and
+    the per-pair speed-ups (original time / ours of the adjacent run)."""
     import torch
     torch.set_num_threads(threads)
-    from epropnp_det.ops.pnp.testing import make_problems
-    kind, N, n, K, _ = ROWS[name]
-    p = make_problems(N, n, generator=torch.Generator().manual_seed(0))
+    kind, N, n, K, p = _problems(name, device)
     orig_step = _make_step_original(kind, p, K, _import_original(original))
-    ours_step = _make_step(kind, p, K, backend, torch.Generator().manual_seed(1))
-    ours_step(), orig_step()  # warm-ups (allocator, compile)
+    ours_step = _make_step(kind, p, K, backend, torch.Generator(device=device).manual_seed(1))
+    first_ours, _ = _timed(ours_step, device)  # first calls (allocator, compile, CUDA-graph capture)
+    first_orig, _ = _timed(orig_step, device)
     t_ours, t_orig = [], []
     for _ in range(runs):
         for step, out in ((ours_step, t_ours), (orig_step, t_orig)):
-            t0 = time.perf_counter()
-            step()
-            out.append(time.perf_counter() - t0)
+            out.append(_timed(step, device)[0])
     ratios = sorted(b / a for a, b in zip(t_ours, t_orig))
     print('@@' + json.dumps(dict(name=name, N=N, n=n, K=K, ours=statistics.median(t_ours),
                                  orig=statistics.median(t_orig), ratio=statistics.median(ratios),
-                                 ratio_min=ratios[0], ratio_max=ratios[-1])))
+                                 ratio_min=ratios[0], ratio_max=ratios[-1], first_ours=first_ours,
+                                 first_orig=first_orig, device=device)))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--rows', default=','.join(ROWS))
     parser.add_argument('--cost-backend', default='auto', choices=['auto', 'eager', 'compile'])
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--count-ops', action='store_true', help='aten ops and host syncs of one call per row')
+    parser.add_argument('--json', metavar='PATH', help='also write the results as JSON')
+    parser.add_argument('--timeout', type=float, default=600, help='seconds per row subprocess')
     parser.add_argument('--profile', action='store_true', help='per-stage timers and a torch.profiler table')
     parser.add_argument('--original', metavar='PATH',
                         help='also time the original implementation: a checkout of tjiiv-cprg/EPro-PnP (or its '
@@ -349,84 +388,108 @@ def main():
                              'run by run (robust to a machine whose speed drifts); speed only')
     parser.add_argument('--row', help=argparse.SUPPRESS)  # internal: run one row in this process
     parser.add_argument('--impl', default='ours', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.row:
         if args.impl == 'pair':
-            run_pair(args.row, args.runs, args.threads, args.cost_backend, args.original)
+            run_pair(args.row, args.runs, args.threads, args.cost_backend, args.original, args.device)
         else:
             run_row(args.row, args.runs, args.threads, args.cost_backend, args.profile,
-                    args.original if args.impl == 'original' else None)
-        return
+                    args.original if args.impl == 'original' else None, args.device, args.count_ops)
+        return None
     if args.interleave and not args.original:
         parser.error('--interleave needs --original PATH')
 
     def launch(name, impl):
         cmd = [sys.executable, osp.abspath(__file__), '--row', name, '--runs', str(args.runs), '--threads',
-               str(args.threads), '--cost-backend', args.cost_backend, '--impl', impl] + \
-            (['--profile'] if args.profile else []) + (['--original', args.original] if args.original else [])
+               str(args.threads), '--cost-backend', args.cost_backend, '--impl', impl, '--device', args.device] + \
+            (['--profile'] if args.profile else []) + (['--original', args.original] if args.original else []) + \
+            (['--count-ops'] if args.count_ops and impl == 'ours' else [])
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            print(f'row {name} ({impl}) timed out after {args.timeout:.0f} s', file=sys.stderr)
+            return None
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('@@')]
         if proc.returncode != 0 or not lines:
-            print(f'row {name} ({impl}) failed:\n{proc.stdout}\n{proc.stderr}', file=sys.stderr)
+            print(f'row {name} ({impl}) failed:\n{proc.stdout}\n{proc.stderr[-3000:]}', file=sys.stderr)
             return None
         return json.loads(lines[-1][2:])
 
+    report = dict(device=args.device, threads=args.threads, runs=args.runs, cost_backend=args.cost_backend)
     if args.interleave:
-        print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend}: both implementations in '
-              f'one process per row, timed alternately after one warm-up each; speed-up = median over the runs of '
-              f'(original time / ours of the adjacent run)')
-        head = f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'ours s':>8} {'orig s':>8} {'speed-up':>8} {'min-max':>12}"
+        print(f'device={args.device} threads={args.threads} runs={args.runs} cost_backend={args.cost_backend}: both '
+              f'implementations in one process per row, timed alternately after one first call each; speed-up = '
+              f'median over the runs of (original time / ours of the adjacent run); 1st = first call in a fresh '
+              f'process')
+        head = (f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'ours s':>8} {'orig s':>8} {'speed-up':>8} "
+                f"{'min-max':>12} {'ours 1st s':>10} {'orig 1st s':>10}")
         print(head)
         print('-' * len(head))
+        pairs = []
         for name in args.rows.split(','):
             r = launch(name, 'pair')
             if r is not None:
-                print(f"{name:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['ours']:>8.3f} {r['orig']:>8.3f} "
-                      f"{r['ratio']:>7.1f}x {r['ratio_min']:>5.1f}-{r['ratio_max']:<5.1f}x", flush=True)
+                pairs.append(r)
+                print(f"{name:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['ours']:>8.4f} {r['orig']:>8.4f} "
+                      f"{r['ratio']:>7.2f}x {r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f}x "
+                      f"{r['first_ours']:>10.2f} {r['first_orig']:>10.2f}", flush=True)
         print(f'load average at the end {os.getloadavg()[0]:.2f}')
-        return
-    results, originals = [], {}
-    for name in args.rows.split(','):
-        r = launch(name, 'ours')
-        if r is not None:
-            results.append(r)
-        if args.original:
-            originals[name] = launch(name, 'original')
-    head = (f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'time s':>8} {'orig s':>7} {'speed-up':>8} {'peak MB':>8} "
-            f"{'t err m':>8} {'yaw °':>6} {'>1 m %':>7} {'agree %':>8} {'1st call s':>10}")
-    print(f'threads={args.threads} runs={args.runs} cost_backend={args.cost_backend} (median after a warm-up; '
-          f'1st call = the warm-up, incl. torch.compile with the inductor cache as found); '
-          f'load average at the end {os.getloadavg()[0]:.2f}')
-    print(head)
-    print('-' * len(head))
-    for r in results:
-        orig = ROWS[r['name']][4]
-        print(f"{r['name']:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['time']:>8.3f} {orig:>7.2f} "
-              f"{orig / r['time']:>7.1f}x {r['peak_mb']:>8.0f} {r['t_err']:>8.3f} {r['yaw_err']:>6.2f} "
-              f"{r['pct_far']:>7.1f} {r['pct_agree']:>8.1f} {r['warmup']:>10.1f}")
-    b = BASELINE_ACCURACY
-    print(f"original at (144, 256) (issue 7): t err {b['t_err']:.2f} m, yaw {b['yaw_err']:.2f}°, "
-          f"{b['pct_far']:.1f} % > 1 m")
-    if originals:
-        print('\noriginal implementation measured now, same problems and settings ("orig s" = its median):')
+        report['interleaved'] = pairs
+    else:
+        results, originals = [], {}
+        for name in args.rows.split(','):
+            r = launch(name, 'ours')
+            if r is not None:
+                results.append(r)
+            if args.original:
+                originals[name] = launch(name, 'original')
+        ops_cols = args.count_ops
+        head = (f"{'row':<14} {'N':>5} {'n':>4} {'K':>4} {'time s':>8} {'peak MB':>8} {'t err m':>8} {'yaw °':>6} "
+                f"{'>1 m %':>7} {'agree %':>8} {'1st call s':>10}" + (f" {'aten ops':>9} {'syncs':>5}" if ops_cols
+                                                                      else ''))
+        print(f'device={args.device} threads={args.threads} runs={args.runs} cost_backend={args.cost_backend} '
+              f'(median after a first call; 1st call = in a fresh process, incl. torch.compile with the inductor '
+              f'cache as found or CUDA-graph capture); load average at the end {os.getloadavg()[0]:.2f}')
         print(head)
         print('-' * len(head))
-        ours = {r['name']: r for r in results}
-        for name, r in originals.items():
-            if r is None or name not in ours:
-                continue
-            print(f"{name:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {ours[name]['time']:>8.3f} "
-                  f"{r['time']:>7.3f} {r['time'] / ours[name]['time']:>7.1f}x {r['peak_mb']:>8.0f} "
-                  f"{r['t_err']:>8.3f} {r['yaw_err']:>6.2f} {r['pct_far']:>7.1f} {r['pct_agree']:>8.1f} "
-                  f"{r['warmup']:>10.1f}")
-        print('(accuracy and peak-memory columns of this table are the original\'s)')
-    if args.profile:
         for r in results:
-            print(f"\n=== {r['name']}: stages (s, one call) ===")
-            for k, v in r.get('stages', {}).items():
-                print(f'  {k:<40} {v:.3f}')
-            print(r.get('profile', ''))
+            print(f"{r['name']:<14} {r['N']:>5} {r['n']:>4} {r['K'] or '-':>4} {r['time']:>8.4f} {r['peak_mb']:>8.0f} "
+                  f"{r['t_err']:>8.3f} {r['yaw_err']:>6.2f} {r['pct_far']:>7.1f} {r['pct_agree']:>8.1f} "
+                  f"{r['warmup']:>10.2f}" + (f" {r.get('ops', 0):>9} {r.get('syncs', 0):>5}" if ops_cols else ''))
+        if ops_cols:
+            for r in results:
+                if r.get('sync_sites'):
+                    print(f"  {r['name']} syncs at: {', '.join(r['sync_sites'])}")
+        report['ours'] = results
+        if originals:
+            print('\noriginal implementation, same problems and settings, each in its own process '
+                  '("orig s" = its median; speed-up = orig s / ours):')
+            head2 = (f"{'row':<14} {'ours s':>8} {'orig s':>8} {'speed-up':>8} {'peak MB':>8} {'t err m':>8} "
+                     f"{'yaw °':>6} {'>1 m %':>7} {'agree %':>8} {'1st call s':>10}")
+            print(head2)
+            print('-' * len(head2))
+            ours = {r['name']: r for r in results}
+            for name, r in originals.items():
+                if r is None or name not in ours:
+                    continue
+                speedup = r['time'] / ours[name]['time']
+                print(f"{name:<14} {ours[name]['time']:>8.4f} {r['time']:>8.4f} {speedup:>7.2f}x "
+                      f"{r['peak_mb']:>8.0f} {r['t_err']:>8.3f} {r['yaw_err']:>6.2f} {r['pct_far']:>7.1f} "
+                      f"{r['pct_agree']:>8.1f} {r['warmup']:>10.2f}")
+            print('(accuracy, peak-memory and first-call columns of this table are the original\'s)')
+            report['original'] = [r for r in originals.values() if r is not None]
+        if args.profile:
+            for r in results:
+                print(f"\n=== {r['name']}: stages (s, one call) ===")
+                for k, v in r.get('stages', {}).items():
+                    print(f'  {k:<40} {v:.3f}')
+                print(r.get('profile', ''))
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
+    return report
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._amp import fp32
 from .camera import project_planar
 from .kernels import S2_FLOOR, cost_prepared, normal_equations_prepared, prepare
 from .types import CameraParams
@@ -28,6 +29,7 @@ __all__ = ['adaptive_huber_delta', 'huber_cost', 'evaluate_pnp', 'pnp_cost', 'no
 
 
 
+@fp32
 def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: Union[float, Tensor] = 0.5) -> Tensor:
     """Adaptive Huber threshold ``δ = mean(w2d) · sqrt(var(u) + var(v)) · relative_delta`` (spec §2.3).
 
@@ -76,6 +78,7 @@ def _prep(x2d: Tensor, w2d: Tensor, delta: Tensor):
     return x2d[..., 0], x2d[..., 1], w2d[..., 0], w2d[..., 1], torch.as_tensor(delta).unsqueeze(-1)
 
 
+@fp32
 def evaluate_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
                  out_jacobian: bool = False, out_residual: bool = False, out_cost: bool = False,
                  clip_jac: bool = True) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
@@ -107,6 +110,7 @@ def evaluate_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Ca
     return residual, jacobian, cost
 
 
+@fp32
 def pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor) -> Tensor:
     """Huber cost only (*, N): the fast path for many poses (Monte-Carlo samples, RSLM proposals).
 

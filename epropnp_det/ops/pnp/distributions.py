@@ -59,7 +59,9 @@ def cholesky_with_fallback(mat: Tensor, default_diag: Sequence[float]) -> Tensor
     """
     L, info = torch.linalg.cholesky_ex(mat)
     ok = (info == 0) & torch.isfinite(L).flatten(-2).all(dim=-1)
-    default = torch.diag(torch.as_tensor(default_diag, dtype=mat.dtype, device=mat.device))
+    # built from Python scalars on the device: no host-to-device copy (capturable in a CUDA graph)
+    eye = torch.eye(mat.shape[-1], dtype=mat.dtype, device=mat.device)
+    default = torch.stack([eye[i] * float(v) for i, v in enumerate(default_diag)])
     return torch.where(ok[..., None, None], L, default)
 
 

@@ -32,12 +32,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from . import _compile
+from . import _compile, _graphs
+from ._amp import fp32
 from .cost import adaptive_huber_delta
 from .distributions import AngularCentralGaussian, MultivariateStudentT, VonMisesUniformMix, cholesky_with_fallback
 from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
 from .rotation import quaternion_tangent_matrix, quaternion_to_rot_mat
-from .solver import solve_pnp
+from .solver import default_chunk_elems, solve_pnp
 from .types import CameraParams, PnPSolution
 
 __all__ = ['sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis', 'EProPnPBase',
@@ -262,8 +263,9 @@ class _SampledCost(torch.autograd.Function):
         return gx3d, gx2d, gw2d, g_d, *none
 
 
+@fp32
 def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camera: CameraParams, delta: Tensor,
-                     chunk_elems: int = 1 << 18, backend: str = 'auto') -> Tensor:
+                     chunk_elems: Optional[int] = None, backend: str = 'auto') -> Tensor:
     """Huber cost of many poses per object, memory-bounded and differentiable in the correspondences.
 
     Equal to :func:`.cost.pnp_cost` (same clamping and Huber arithmetic) but fused: nothing of size ``S·N·n`` is
@@ -275,7 +277,8 @@ def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camer
             constants (no gradient flows to the poses or the camera).
         camera: :class:`CameraParams` (N, ...).
         delta: (N,) Huber threshold.
-        chunk_elems: points per chunk of the eager implementation (``samples_per_chunk·N·n``).
+        chunk_elems: points per chunk of the eager implementation (``samples_per_chunk·N·n``); default by device
+            (:func:`.solver.default_chunk_elems`: cache-sized on the CPU, memory-bounded on a GPU).
         backend: ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks), ``'compile'``
             (``torch.compile``-fused kernels, ~10× faster on CPU; compiled once per process, falls back to eager
             with a warning if compilation fails) or ``'auto'`` (compile when ``S·N·n ≥ 2¹⁸``; set the
@@ -295,6 +298,7 @@ def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, pre
     affine = _pose_affine(poses.detach(), camera.cam_mats.detach())
     delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
     compiled = _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
+    chunk_elems = default_chunk_elems(x3d.device) if chunk_elems is None else chunk_elems
     return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),
                               float(camera.z_min), int(chunk_elems), compiled, precomputed)
 
@@ -483,9 +487,10 @@ class PoseSamples:
         return torch.softmax(self.logw.detach(), dim=0)
 
 
+@fp32
 def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, proposal0,
          num_samples: int = 512, num_iter: int = 4, generator: Optional[torch.Generator] = None,
-         chunk_elems: int = 1 << 18, backend: str = 'auto') -> Tuple[Tensor, Tensor, object]:
+         chunk_elems: Optional[int] = None, backend: str = 'auto') -> Tuple[Tensor, Tensor, object]:
     """Adaptive multiple importance sampling (paper Algorithm 1, spec §2.7) from a first proposal.
 
     Args:
@@ -511,47 +516,74 @@ def _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, genera
 
     The costs of every round are evaluated without grad (the proposals only need their values); one
     differentiable node over all K (+ E) poses then carries the backward: one fused gradient pass instead of one
-    per round and another for the extra poses (same values and gradients)."""
+    per round and another for the extra poses (same values and gradients). On a GPU the no-grad rounds are one
+    CUDA-graph replay (:mod:`._graphs`)."""
     if num_samples % num_iter != 0:
         raise ValueError(f'mc_samples ({num_samples}) must be divisible by num_iter ({num_iter})')
+    N = x3d.shape[0]
+    chunk_elems = default_chunk_elems(x3d.device) if chunk_elems is None else int(chunk_elems)
+    delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(N)
+    cls = type(proposal0)
+    fields = tuple(getattr(proposal0, f).detach() for f in cls.__dataclass_fields__)
+    extra = None if extra_poses is None else extra_poses.detach()
+    tensors = (x3d.detach(), x2d.detach(), w2d.detach(), delta.detach(), camera.cam_mats.detach(),
+               camera.lb.detach(), camera.ub.detach(), extra, *fields)
+    static = (cls, int(num_samples), int(num_iter), int(chunk_elems), float(camera.z_min))
+    out = None
+    if _graphs.enabled(backend, x3d.device):
+        out = _graphs.run('amis', lambda *t: _amis_nograd(*t[:-1], generator=t[-1], static=static,
+                                                          backend='eager'),
+                          tensors, (0, 0, 0, 0, 0, 0, 0, 1) + (0,) * len(fields),
+                          (1, 1, 1, (1,) * len(fields)), static, generator, N)
+    if out is None:
+        with torch.no_grad():
+            out = _amis_nograd(*tensors, generator=generator, static=static, backend=backend)
+    samples, costs, mix, prop_fields = out
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x3d, x2d, w2d, delta)):
+        poses = samples if extra is None else torch.cat([samples, extra])
+        costs = _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=costs)
+    logw = -costs[:num_samples] - mix
+    extra_cost = costs[num_samples:] if extra is not None else None
+    return samples, logw, cls(*prop_fields), extra_cost
+
+
+def _amis_nograd(x3d, x2d, w2d, delta, cam_mats, lb, ub, extra_poses, *prop0_fields, generator, static, backend):
+    """The no-grad AMIS rounds as a pure function of tensors (capturable in a CUDA graph).
+
+    Returns ``samples (K, N, D)``, ``costs (K + E, N)`` (samples, then ``extra_poses``), the balance-heuristic
+    mixture ``log q̄ (K, N)`` and the stacked proposal fields ``(I, N, ...)``."""
+    cls, num_samples, num_iter, chunk_elems, z_min = static
+    camera = CameraParams(cam_mats, lb, ub, z_min)
     S, I = num_samples // num_iter, num_iter
     N = x3d.shape[0]
-    logq = x3d.new_zeros(I, I, S, N)  # logq[j, i] = log q_j(samples of round i); no grad
-    samples, costs, props = [], [], [proposal0]
+    logq = x3d.new_zeros(I, I, S, N)  # logq[j, i] = log q_j(samples of round i)
+    samples, costs, props = [], [], [cls(*prop0_fields)]
     for i in range(I):
         prop = props[i]
-        with torch.no_grad():
-            smp = prop.sample(S, generator=generator)
-            samples.append(smp)
-            costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend))
-            all_smp = torch.stack(samples)  # (i+1, S, N, D)
-            logq[i, :i + 1] = prop.log_prob(all_smp)
-            if i > 0:  # old proposals on the new samples: params (i, 1, N, ...) vs samples (S, N, D)
-                old = _stack_proposals(props[:i])
-                old = type(old)(*[getattr(old, f).unsqueeze(1) for f in type(old).__dataclass_fields__])
-                logq[:i, i] = old.log_prob(smp)
-            if i < I - 1:
-                mix = torch.logsumexp(logq[:i + 1, :i + 1], dim=0) - math.log(i + 1)
-                logw = -torch.stack(costs).detach() - mix  # (i+1, S, N)
-                w = torch.softmax(logw.reshape(-1, N), dim=0)
-                new = type(prop).estimate(all_smp.reshape(-1, N, all_smp.shape[-1]), w)
-                props.append(_keep_finite(new, prop))
-    with torch.no_grad():
-        mix = torch.logsumexp(logq, dim=0) - math.log(I)  # balance heuristic over all proposals
-        samples = torch.stack(samples).reshape(num_samples, N, -1)
-        costs = torch.stack(costs).reshape(num_samples, N)
-        poses = samples
-        if extra_poses is not None:
-            extra_poses = extra_poses.detach()
-            # the extra poses' values in eager mode (a handful of poses; the fused kernels are sized for many)
-            costs = torch.cat([costs, sampled_pnp_cost(x3d, x2d, w2d, extra_poses, camera, delta, chunk_elems,
-                                                       'eager')])
-            poses = torch.cat([samples, extra_poses])
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x3d, x2d, w2d, delta)):
-        costs = _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=costs)
-    logw = -costs[:num_samples] - mix.reshape(num_samples, N)
-    extra = costs[num_samples:] if extra_poses is not None else None
-    return samples, logw, _stack_proposals(props), extra
+        smp = prop.sample(S, generator=generator)
+        samples.append(smp)
+        costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend))
+        all_smp = torch.stack(samples)  # (i+1, S, N, D)
+        logq[i, :i + 1] = prop.log_prob(all_smp)
+        if i > 0:  # old proposals on the new samples: params (i, 1, N, ...) vs samples (S, N, D)
+            old = _stack_proposals(props[:i])
+            old = type(old)(*[getattr(old, f).unsqueeze(1) for f in type(old).__dataclass_fields__])
+            logq[:i, i] = old.log_prob(smp)
+        if i < I - 1:
+            mix = torch.logsumexp(logq[:i + 1, :i + 1], dim=0) - math.log(i + 1)
+            logw = -torch.stack(costs) - mix  # (i+1, S, N)
+            w = torch.softmax(logw.reshape(-1, N), dim=0)
+            new = type(prop).estimate(all_smp.reshape(-1, N, all_smp.shape[-1]), w)
+            props.append(_keep_finite(new, prop))
+    mix = torch.logsumexp(logq, dim=0) - math.log(I)  # balance heuristic over all proposals
+    samples = torch.stack(samples).reshape(num_samples, N, -1)
+    costs = torch.stack(costs).reshape(num_samples, N)
+    if extra_poses is not None:
+        # the extra poses' values in eager mode (a handful of poses; the fused kernels are sized for many)
+        costs = torch.cat([costs, sampled_pnp_cost(x3d, x2d, w2d, extra_poses, camera, delta, chunk_elems,
+                                                   'eager')])
+    stacked = _stack_proposals(props)
+    return samples, costs, mix.reshape(num_samples, N), tuple(getattr(stacked, f) for f in cls.__dataclass_fields__)
 
 
 # =============================================================================================================
@@ -574,14 +606,14 @@ class EProPnPBase(nn.Module):
     proposal_cls = Proposal4DoF
 
     def __init__(self, mc_samples: int = 512, num_iter: int = 4, normalize: bool = True, relative_delta: float = 0.5,
-                 solver_cfg: Optional[dict] = None, chunk_elems: int = 1 << 18, cost_backend: str = 'auto'):
+                 solver_cfg: Optional[dict] = None, chunk_elems: Optional[int] = None, cost_backend: str = 'auto'):
         super().__init__()
         if mc_samples % num_iter != 0:
             raise ValueError(f'mc_samples ({mc_samples}) must be divisible by num_iter ({num_iter})')
         self.mc_samples, self.num_iter, self.normalize = int(mc_samples), int(num_iter), bool(normalize)
         self.relative_delta = float(relative_delta)
         self.solver_cfg = dict(num_iter=10) if solver_cfg is None else dict(solver_cfg)
-        self.chunk_elems = int(chunk_elems)
+        self.chunk_elems = None if chunk_elems is None else int(chunk_elems)
         self.cost_backend = str(cost_backend)
 
     @property
@@ -596,6 +628,7 @@ class EProPnPBase(nn.Module):
         # v1 behaviour: δ from x2d.detach() and a differentiable w2d
         return adaptive_huber_delta(x2d.detach(), w2d, self.relative_delta) if delta is None else delta
 
+    @fp32
     def solve(self, x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Optional[Tensor] = None,
               **kwargs) -> PnPSolution:
         """Forward to :func:`.solver.solve_pnp` with this layer's dof/normalisation and solver settings;
@@ -607,6 +640,7 @@ class EProPnPBase(nn.Module):
 
     forward = solve
 
+    @fp32
     def monte_carlo_forward(self, x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams,
                             delta: Optional[Tensor] = None, pose_init: Optional[Tensor] = None,
                             force_init_solve: bool = True, generator: Optional[torch.Generator] = None,

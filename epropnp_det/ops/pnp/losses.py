@@ -16,6 +16,8 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ._amp import fp32
+
 __all__ = ['monte_carlo_kl', 'monte_carlo_kl_loss', 'MonteCarloLossOutput', 'MonteCarloPoseLoss']
 
 
@@ -100,6 +102,7 @@ class MonteCarloPoseLoss(nn.Module):
         self.reduce_fn = reduce_fn
         self.register_buffer('norm_factor', torch.tensor(1.0, dtype=torch.float))
 
+    @fp32
     def forward(self, cost_target: Tensor, logw: Tensor, batch_norm_factor: Optional[Union[float, Tensor]] = None,
                 weight: Optional[Tensor] = None, avg_factor: Optional[Union[float, Tensor]] = None
                 ) -> MonteCarloLossOutput:

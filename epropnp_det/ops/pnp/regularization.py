@@ -9,6 +9,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from ._amp import fp32
 from .solver import compute_pose_plus, solve_pnp
 from .types import CameraParams
 
@@ -27,6 +28,7 @@ def derivative_reg_losses(pose_plus: Tensor, pose_gt: Tensor, beta: float = 1.0)
     return loss_pos, loss_orient
 
 
+@fp32
 def derivative_regularization(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor,
                               pose_gt: Tensor, *, beta: float = 1.0, num_iter: int = 10, normalize: bool = True,
                               generator: Optional[torch.Generator] = None, pose_opt: Optional[Tensor] = None,

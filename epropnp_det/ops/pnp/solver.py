@@ -49,7 +49,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from . import _compile
+from . import _compile, _graphs
+from ._amp import fp32
 from .cost import adaptive_huber_delta
 from .kernels import Prepared, cost_prepared, normal_equations_planes, pack_matrix, prepare
 from .linalg import ldl_solve_planes, spd_inverse
@@ -110,10 +111,18 @@ def lm_solve(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Camera
 # elements (points × poses) per chunk: small enough that the ~20 live per-point arrays stay in the CPU caches,
 # large enough that per-op dispatch overhead stays small (measured on a 2-core EPYC, float32)
 CHUNK_ELEMS = 1 << 18
+# on a GPU the caches do not matter, every chunk costs its launches: chunks only bound the memory (~20 float32
+# arrays of this many elements, 320 MB)
+CHUNK_ELEMS_DEVICE = 1 << 22
 
 
-def _chunks(total: int, per_item: int, chunk_elems: Optional[int]):
-    chunk_elems = CHUNK_ELEMS if chunk_elems is None else chunk_elems
+def default_chunk_elems(device: torch.device) -> int:
+    """Points × poses per chunk of the eager kernels on ``device`` (:data:`CHUNK_ELEMS` on the CPU)."""
+    return CHUNK_ELEMS if device.type == 'cpu' else CHUNK_ELEMS_DEVICE
+
+
+def _chunks(total: int, per_item: int, chunk_elems: Optional[int], device: torch.device):
+    chunk_elems = default_chunk_elems(device) if chunk_elems is None else chunk_elems
     step = max(1, chunk_elems // max(per_item, 1))
     return [(i, min(i + step, total)) for i in range(0, total, step)]
 
@@ -137,7 +146,7 @@ def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: 
     total = pose.shape[0]
     per_item = prep.xs[0, :1].numel()
     parts = [_lm_loop(*_slice_problem(prep, pose, camera, delta, a, b), num_iter=num_iter, fast_mode=fast_mode,
-                      **kwargs) for a, b in _chunks(total, per_item, chunk_elems)]
+                      **kwargs) for a, b in _chunks(total, per_item, chunk_elems, pose.device)]
     if len(parts) == 1:
         return parts[0]
     return tuple(None if t[0] is None else torch.cat(t) for t in zip(*parts))
@@ -151,7 +160,7 @@ def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Te
         return _compile.call('cost', cost_prepared, True, prep._replace(xhT=None), poses, camera, delta)
     S, N = poses.shape[:2]
     parts = [cost_prepared(prep.slice(a, b), poses[:, a:b], camera.index(slice(a, b)), delta[a:b])
-             for a, b in _chunks(N, S * prep.num_points, chunk_elems)]
+             for a, b in _chunks(N, S * prep.num_points, chunk_elems, poses.device)]
     return torch.cat(parts, dim=-1)
 
 
@@ -281,11 +290,19 @@ def sample_subsets(probs: Tensor, num_subsets: int, num_points: int,
     cdf = torch.cumsum(probs, dim=-1)
     cdf = cdf / cdf[..., -1:]
     u = torch.rand(N, P * k, dtype=cdf.dtype, device=cdf.device, generator=generator)
-    start, steps = _guide_table(cdf)
+    if not _use_guide_table(cdf.device):  # one kernel on a GPU; the guide table needs a host read of its size
+        return _first_distinct(torch.searchsorted(cdf, u, right=True).clamp(max=n - 1), P, m, n)
+    start, steps = _guide_table(cdf)  # CPU only: its host read is no device synchronisation
     if steps > _MAX_GUIDE_STEPS:  # very concentrated weights: plain binary search
         draws = torch.searchsorted(cdf, u, right=True).clamp(max=n - 1)
         return _first_distinct(draws, P, m, n)
     return _first_distinct(_guided_search(cdf, start, u, steps), P, m, n)
+
+
+def _use_guide_table(device: torch.device) -> bool:
+    """The guide-table search (several times faster than ``torch.searchsorted`` with unsorted queries on the CPU)
+    is used on the CPU only: sizing it reads a number back to the host, a synchronisation on a GPU."""
+    return device.type == 'cpu'
 
 
 def _first_distinct(draws: Tensor, P: int, m: int, n: int) -> Tuple[Tensor, Tensor]:
@@ -400,6 +417,7 @@ def gn_step(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraP
     return -torch.stack(step, dim=-1)
 
 
+@fp32
 def compute_pose_plus(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
                       normalize: bool = True, eps: float = 1e-5, clip_jac: bool = True) -> Tensor:
     """``y⁺`` = ``pose`` (detached) plus one differentiable GN step, with the normalisation order of spec §2.12.
@@ -442,6 +460,53 @@ def _check_inputs(x3d, x2d, w2d, camera, pose_init, dof, check_finite):
                 raise ValueError(f'solve_pnp: {name} contains NaN or Inf')
 
 
+def _solve_nograd(x3d_d, x2d_d, w2d_d, delta_d, cam_mats, lb, ub, pose_init, generator, static, backend):
+    """The no-grad part of :func:`solve_pnp` as a pure function of tensors (capturable in a CUDA graph):
+    normalisation, RSLM, LM/GN, covariance. ``static`` = the hyper-parameters (see :func:`solve_pnp`).
+    Returns ``(pose (N, D), cost (N,), cov (N, T, T) | None, pose_free (N, D) | None)``, caller's frame."""
+    (z_min, force_init_solve, with_cov, with_free_solution, normalize, num_iter, fast_mode, dof, eps,
+     init_num_points, init_num_proposals, init_num_iter, lm_items) = static
+    camera = CameraParams(cam_mats, lb, ub, z_min)
+    kw = dict(eps=eps, **dict(lm_items))
+    N = x3d_d.shape[0]
+    offset = None
+    pose_n = pose_init
+    if normalize:
+        offset, x3d_d, pose_n = pnp_normalize(x3d_d, pose_n)
+    prep = prepare(x3d_d, x2d_d, w2d_d)
+    pose_free = None
+    if pose_n is None or force_init_solve:
+        pose_r, cost_r = _rslm(prep, x3d_d, x2d_d, w2d_d, camera, delta_d, init_num_points,
+                               init_num_proposals, init_num_iter, dof, fast_mode, generator, backend=backend,
+                               **kw)
+        pose_free = pose_r
+        if pose_n is not None:
+            cost_i = cost_prepared(prep, pose_n, camera, delta_d)
+            pose_r = _where(cost_i < cost_r, pose_n, pose_r)
+        pose_n = pose_r
+    # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
+    rslm_ran = pose_init is None or force_init_solve
+    compiled = _compile.use_compile(backend, N * x3d_d.shape[1] * max(num_iter, init_num_proposals * rslm_ran))
+    if with_free_solution:  # both starts as one batch of 2N problems (problems, camera and δ tiled)
+        poses, costs, jtjs = _lm_loop_chunked(prep.repeat(2), torch.cat([pose_n, pose_free]), camera.repeat(2),
+                                              delta_d.repeat(2), num_iter=num_iter, fast_mode=fast_mode,
+                                              compiled=compiled, **kw)
+        pose_n, cost, jtj = poses[:N], costs[:N], jtjs[:N]
+        pose_free = pnp_denormalize(offset, poses[N:]) if normalize else poses[N:]
+    else:
+        pose_free = None
+        pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter,
+                                             fast_mode=fast_mode, compiled=compiled, **kw)
+    cov = None
+    if with_cov:
+        cov = laplace_covariance(jtj, eps)
+        if normalize:
+            cov = pnp_denormalize_cov(offset, pose_n, cov)
+    pose = pnp_denormalize(offset, pose_n) if normalize else pose_n
+    return pose, cost, cov, pose_free
+
+
+@fp32
 def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Optional[Tensor] = None, *,
               pose_init: Optional[Tensor] = None, force_init_solve: bool = False, with_cov: bool = False,
               with_pose_plus: bool = False, normalize: bool = True, num_iter: int = 10, fast_mode: bool = False,
@@ -493,42 +558,20 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         cov = x3d.new_zeros(N, T, T) if with_cov else None
         return PnPSolution(pose, x3d.new_zeros(N), cov, pose.clone() if with_pose_plus else None,
                            pose.clone() if with_free_solution else None)
-    kw = dict(eps=eps, **lm_kwargs)
-    with torch.no_grad():
-        x3d_d, x2d_d, w2d_d, delta_d = x3d.detach(), x2d.detach(), w2d.detach(), delta.detach()
-        offset = None
-        pose_n = None if pose_init is None else pose_init.detach()
-        if normalize:
-            offset, x3d_d, pose_n = pnp_normalize(x3d_d, pose_n)
-        prep = prepare(x3d_d, x2d_d, w2d_d)
-        if pose_n is None or force_init_solve:
-            pose_r, cost_r = _rslm(prep, x3d_d, x2d_d, w2d_d, camera, delta_d, init_num_points,
-                                   init_num_proposals, init_num_iter, dof, fast_mode, generator, backend=backend,
-                                   **kw)
-            pose_free = pose_r
-            if pose_n is not None:
-                cost_i = cost_prepared(prep, pose_n, camera, delta_d)
-                pose_r = _where(cost_i < cost_r, pose_n, pose_r)
-            pose_n = pose_r
-        # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
-        rslm_ran = pose_init is None or force_init_solve
-        compiled = _compile.use_compile(backend, N * x3d.shape[1] * max(num_iter, init_num_proposals * rslm_ran))
-        if with_free_solution:  # both starts as one batch of 2N problems (problems, camera and δ tiled)
-            poses, costs, jtjs = _lm_loop_chunked(prep.repeat(2), torch.cat([pose_n, pose_free]), camera.repeat(2),
-                                                  delta_d.repeat(2), num_iter=num_iter, fast_mode=fast_mode,
-                                                  compiled=compiled, **kw)
-            pose_n, cost, jtj = poses[:N], costs[:N], jtjs[:N]
-            pose_free = pnp_denormalize(offset, poses[N:]) if normalize else poses[N:]
-        else:
-            pose_free = None
-            pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter,
-                                                 fast_mode=fast_mode, compiled=compiled, **kw)
-        cov = None
-        if with_cov:
-            cov = laplace_covariance(jtj, eps)
-            if normalize:
-                cov = pnp_denormalize_cov(offset, pose_n, cov)
-        pose = pnp_denormalize(offset, pose_n) if normalize else pose_n
+    static = (float(camera.z_min), bool(force_init_solve), bool(with_cov), bool(with_free_solution),
+              bool(normalize), int(num_iter), bool(fast_mode), int(dof), float(eps), int(init_num_points),
+              int(init_num_proposals), int(init_num_iter), tuple(sorted(lm_kwargs.items())))
+    tensors = (x3d.detach(), x2d.detach(), w2d.detach(), delta.detach(), camera.cam_mats.detach(),
+               camera.lb.detach(), camera.ub.detach(), None if pose_init is None else pose_init.detach())
+    out = None
+    if _graphs.enabled(backend, x3d.device):
+        # one CUDA-graph replay instead of thousands of launches (see _graphs); eager kernels inside the graph
+        out = _graphs.run('solve_pnp', lambda *t: _solve_nograd(*t, static, 'eager'), tensors, (0,) * 8,
+                          (0, 0, 0, 0), static, generator, N)
+    if out is None:
+        with torch.no_grad():
+            out = _solve_nograd(*tensors, generator, static, backend)
+    pose, cost, cov, pose_free = out
     pose_plus = None
     if with_pose_plus:
         pose_plus = compute_pose_plus(x3d, x2d, w2d, pose, camera, delta, normalize=normalize, eps=eps)
