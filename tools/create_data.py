@@ -10,11 +10,14 @@ Example::
 Writes ``<out-dir>/<extra-tag>_infos_{train,val}.pkl`` (``_test.pkl`` for v1.0-test): mmdet3d's own converter
 output, plus one documented step adding visibility, truncation, tokens, LiDAR point counts and the near-plane
 clipped 2D box to every ``cam_instances`` record. No GT database is built (LiDAR-detector material).
+A split without any of its scenes in the root (e.g. a generated root of one scene has no mini_val scene) is
+skipped with a warning naming the expected and present scenes; exit status 1 with ``error: ...`` if all are.
 """
 import argparse
 import os
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,13 +35,20 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from epropnp_det.datasets.nuscenes_infos import create_nuscenes_infos
+    from epropnp_det.datasets.nuscenes_infos import EmptySplitWarning, create_nuscenes_infos
     t0 = time.time()
     try:
-        paths = create_nuscenes_infos(args.root_path, args.out_dir, version=args.version,
-                                      info_prefix=args.extra_tag, max_sweeps=args.max_sweeps)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', EmptySplitWarning)
+            paths = create_nuscenes_infos(args.root_path, args.out_dir, version=args.version,
+                                          info_prefix=args.extra_tag, max_sweeps=args.max_sweeps)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
+    for w in caught:
+        if issubclass(w.category, EmptySplitWarning):
+            print(f'warning: {w.message}', file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f'Wrote {", ".join(paths)} in {time.time() - t0:.1f} s')
 
 

@@ -5,6 +5,10 @@
 
 nuScenes metrics (NDS/mAP) come from the config's ``test_evaluator``. For a submission file only:
 ``--cfg-options test_evaluator.format_only=True test_evaluator.jsonfile_prefix=DIR``.
+
+``--show-dir DIR`` writes every test image with its projected predicted boxes (score > ``--score-thr``) to
+``<work_dir>/<timestamp>/DIR/<image name>`` (mmdet3d's ``Det3DVisualizationHook`` with ``--task mono_det``);
+``--show`` displays them instead and needs a display.
 """
 import argparse
 import os
@@ -50,6 +54,10 @@ def trigger_visualization_hook(cfg, args):
                            f'in {args.config}')
     vis = default_hooks['visualization']
     vis['draw'] = True
+    if args.show and sys.platform.startswith('linux') and not (os.environ.get('DISPLAY')
+                                                               or os.environ.get('WAYLAND_DISPLAY')):
+        raise RuntimeError('--show opens a window but there is no display (DISPLAY is not set); use --show-dir DIR '
+                           'to write the drawn images instead')
     if args.show:
         vis['show'] = True
         vis['wait_time'] = args.wait_time

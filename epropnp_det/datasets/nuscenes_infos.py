@@ -39,6 +39,7 @@ import importlib.util
 import os.path as osp
 import shutil
 import sys
+import warnings
 from typing import Dict, List, Optional
 
 import mmengine
@@ -65,19 +66,40 @@ def load_mmdet3d_tool_module(name: str):
     return module
 
 
-def _split_scenes(nusc, version: str, converter):
+def _split_scene_names(version: str):
+    """(train, val) scene names of a devkit version (val is empty for v1.0-test)."""
     from nuscenes.utils import splits
     if version == 'v1.0-trainval':
-        train, val = splits.train, splits.val
-    elif version == 'v1.0-test':
-        train, val = splits.test, []
-    elif version == 'v1.0-mini':
-        train, val = splits.mini_train, splits.mini_val
-    else:
-        raise ValueError(f"--version must be one of v1.0-trainval, v1.0-test, v1.0-mini, got '{version}'")
+        return ('train', splits.train), ('val', splits.val)
+    if version == 'v1.0-test':
+        return ('test', splits.test), ('val', [])
+    if version == 'v1.0-mini':
+        return ('train', splits.mini_train), ('val', splits.mini_val)
+    raise ValueError(f"--version must be one of v1.0-trainval, v1.0-test, v1.0-mini, got '{version}'")
+
+
+def _split_scenes(nusc, version: str, converter):
+    """(train, val) scene-token sets of the scenes that the root has (mmdet3d's ``get_available_scenes``), and the
+    names of all those scenes."""
+    (_, train), (_, val) = _split_scene_names(version)
     available = converter.get_available_scenes(nusc)
     name2token = {s['name']: s['token'] for s in available}
-    return ({name2token[s] for s in train if s in name2token}, {name2token[s] for s in val if s in name2token})
+    return ({name2token[s] for s in train if s in name2token}, {name2token[s] for s in val if s in name2token},
+            list(name2token))
+
+
+class EmptySplitWarning(UserWarning):
+    """A split of the version has none of its scenes in the root; its info file is not written."""
+
+
+def empty_split_message(root_path: str, version: str, split: str, expected, present, out_name: str) -> str:
+    """The message for a split none of whose devkit scenes is in the root (mmdet3d's converter crashes on it with
+    ``UnboundLocalError: ignore_class_name``)."""
+    exp = ', '.join(sorted(expected)[:6]) + (', ...' if len(expected) > 6 else '')
+    have = ', '.join(sorted(present)[:6]) + (', ...' if len(present) > 6 else '')
+    return (f"split '{split}' of {version} is empty under {root_path}: none of its {len(expected)} scenes "
+            f'({exp}) is in the root (with LiDAR files present); the root has {len(present)} scene(s): {have}. '
+            f'{out_name} is not written, so this root cannot be used for {split}.')
 
 
 def create_nuscenes_infos(root_path: str, out_dir: Optional[str] = None, version: str = 'v1.0-trainval',
@@ -91,6 +113,10 @@ def create_nuscenes_infos(root_path: str, out_dir: Optional[str] = None, version
         version: 'v1.0-trainval' (train + val), 'v1.0-test' (test), 'v1.0-mini' (mini_train + mini_val).
         max_sweeps: LiDAR sweeps listed per sample (mmdet3d default 10; EPro-PnP does not use them).
         nusc: an already loaded ``NuScenes(version, root_path)`` (optional).
+
+    A split none of whose devkit scenes is in the root (e.g. a generated root of one scene has no mini_val scene)
+    is not written and gives an ``EmptySplitWarning`` naming the expected and present scenes; if every split is
+    empty, ``ValueError``.
     """
     out_dir = out_dir or root_path
     if not osp.isdir(osp.join(root_path, version)):
@@ -102,13 +128,23 @@ def create_nuscenes_infos(root_path: str, out_dir: Optional[str] = None, version
     converter = load_mmdet3d_tool_module('nuscenes_converter')
     updater = load_mmdet3d_tool_module('update_infos_to_v2')
 
-    train_scenes, val_scenes = _split_scenes(nusc, version, converter)
+    train_scenes, val_scenes, present = _split_scenes(nusc, version, converter)
     test = 'test' in version
+    (train_name, train_names), (_, val_names) = _split_scene_names(version)
+    empty = [(split, names) for split, names, tokens in ((train_name, train_names, train_scenes),
+                                                         ('val', val_names, val_scenes)) if names and not tokens]
+    if len(empty) == (1 if test else 2):
+        raise ValueError(' '.join(empty_split_message(root_path, version, split, names, present,
+                                                      f'{info_prefix}_infos_{split}.pkl') for split, names in empty))
+    for split, names in empty:
+        warnings.warn(empty_split_message(root_path, version, split, names, present,
+                                          f'{info_prefix}_infos_{split}.pkl'), EmptySplitWarning, stacklevel=2)
     train_infos, val_infos = converter._fill_trainval_infos(nusc, train_scenes, val_scenes, test,
                                                             max_sweeps=max_sweeps)
     tmp_dir = osp.join(out_dir, '.mmdet3d_v1_infos')
     mmengine.mkdir_or_exist(tmp_dir)
     splits_out = {'test': train_infos} if test else {'train': train_infos, 'val': val_infos}
+    splits_out = {k: v for k, v in splits_out.items() if k not in dict(empty)}
 
     # update_nuscenes_infos builds NuScenes(version=..., dataroot='./data/nuscenes'): give it ours instead.
     def _loaded_nusc(version=None, dataroot=None, verbose=True):
@@ -236,13 +272,14 @@ def add_epropnp_fields(data: Dict, nusc, match_tol: float = 1e-3) -> Dict:
     return data
 
 
-def check_epropnp_infos(data: Dict, path: str = '<infos>'):
-    """Raise a clear error if an info dict lacks the EPro-PnP fields (built by plain mmdet3d)."""
-    if data.get('metainfo', {}).get('epropnp_fields') is None:
-        raise KeyError(f"{path}: no 'epropnp_fields' in metainfo; build the infos with "
-                       f'`python tools/create_data.py nuscenes --root-path ... --out-dir ...` (epropnp_det), not '
-                       f"mmdet3d's tools/create_data.py")
+def check_epropnp_infos(data: Dict, path: str = '<infos>', data_root: str = ''):
+    """Raise ``InfoValidationError`` if an info dict lacks the EPro-PnP fields (built by plain mmdet3d); the
+    message gives the ``tools/create_data.py`` command. ``EProPnPNuScenesDataset`` runs this and the per-sample
+    checks of ``epropnp_det/datasets/validation.py`` when it is built."""
+    from .validation import check_epropnp_metainfo, fix_command
+    metainfo = data.get('metainfo', {})
+    check_epropnp_metainfo(metainfo, path, fix_command(path, data_root, metainfo.get('version')))
 
 
-__all__ = ['create_nuscenes_infos', 'add_epropnp_fields', 'load_mmdet3d_tool_module', 'check_epropnp_infos',
-           'truncation_of_box', 'nearclip_bbox_of_box', 'CAMERA_TYPES', 'EPROPNP_FIELDS_VERSION']
+__all__ = ['create_nuscenes_infos', 'EmptySplitWarning', 'add_epropnp_fields', 'load_mmdet3d_tool_module',
+           'check_epropnp_infos', 'truncation_of_box', 'nearclip_bbox_of_box', 'CAMERA_TYPES', 'EPROPNP_FIELDS_VERSION']

@@ -78,15 +78,20 @@ def test_create_infos_out_dir_and_errors(root, tmp_path):
         create_nuscenes_infos(root, str(tmp_path), version='v1.0-trainval')
 
 
-def test_dataset_rejects_plain_mmdet3d_infos(root, tmp_path):
+def test_dataset_rejects_infos_without_epropnp_fields(root, tmp_path):
+    """No instance has 'visibility': every instance is rejected, which is an error naming the fix (the mmdet3d
+    converter's own files, without the metainfo flag, are tests/test_bad_input.py F01)."""
+    from epropnp_det.datasets.validation import InfoValidationError
     from tests.test_datasets.tiny_nuscenes import build_dataset
     data = mmengine.load(osp.join(root, 'nuscenes_infos_train.pkl'))
+    n = 0
     for info in data['data_list']:
         for insts in info['cam_instances'].values():
             for inst in insts:
                 del inst['visibility']
+                n += 1
     mmengine.dump(data, osp.join(tmp_path, 'plain.pkl'))
-    with pytest.raises(KeyError, match='create_data'):
+    with pytest.raises(InfoValidationError, match=f"(?s)rejected {n} of {n} .*{n} × 'visibility' missing.*create_data"):
         build_dataset(root, [], ann_file=str(tmp_path / 'plain.pkl'))
 
 

@@ -23,6 +23,12 @@ Fixed relative to the original (spec §13): a lone box survives the NMS (§13.1)
 results need not be complete or ordered (§13.14: grouped by ``sample_idx``; missing cameras only warn);
 ``v1.0-test`` is explicitly format-only (§13.14); NaN velocities are never written (§13.15).
 
+Fail early: when the runner hands the metric the dataset's metainfo (mmengine's Test/ValLoop do this when they are
+built, before any inference), :meth:`EProPnPNuScenesMetric.check_inputs` checks the ann file (readable, same
+``version`` as the dataset) and, unless ``format_only``: the version has public annotations (not v1.0-test), all
+devkit tables ``<data_root>/<version>/<table>.json`` exist, and the ann file's samples are exactly the devkit eval
+split's (the devkit rejects any other submission). Format-only runs (e.g. v1.0-test) need no tables.
+
 Prediction contract (``data_sample.pred_instances_3d``; see docs/data_contract.md):
 ``bboxes_3d``: mmdet3d ``CameraInstance3DBoxes`` (box_dim 7 or 9, bottom centre, ``[x,y,z,l,h,w,yaw(,vx,vz)]``)
 **or** a (n, 7|9) tensor in the model convention ``[l,h,w,x,y,z,yaw(,vx,vz)]`` (geometric centre), original
@@ -57,6 +63,14 @@ DEFAULT_ATTR = dict(car=6, truck=6, trailer=6, bus=5, construction_vehicle=6, bi
                     pedestrian=2, traffic_cone=None, barrier=None)
 DEFAULT_MODALITY = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False, use_external=False)
 NUM_CAMS = 6
+#: the tables ``nuscenes.NuScenes`` loads (its ``table_names``) and the eval split of each annotated version
+DEVKIT_TABLES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor', 'ego_pose', 'log',
+                 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
+EVAL_SPLITS = {'v1.0-mini': 'mini_val', 'v1.0-trainval': 'val'}
+
+
+class EvaluationSetupError(ValueError):
+    """The metric cannot score this run (tables, version or split); raised before inference starts."""
 
 
 def restricted_attribute(label_name: str, attr_label: Optional[int] = None, attr_scores=None) -> str:
@@ -105,6 +119,61 @@ class EProPnPNuScenesMetric(NuScenesMetric):
         self.nms_thr = nms_thr
         self.max_per_sample = max_per_sample
 
+    # ------------------------------------------------------------------------------------------------ fail early
+    @property
+    def dataset_meta(self) -> Optional[dict]:
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: Optional[dict]) -> None:
+        """Set by mmengine's loops before inference: runs :meth:`check_inputs`."""
+        self._dataset_meta = dataset_meta
+        if dataset_meta is not None:
+            self.check_inputs(dataset_meta.get('version'))
+
+    def check_inputs(self, version: Optional[str]) -> None:
+        """Raise :class:`EvaluationSetupError` if this metric could not score the run (module docstring)."""
+        if not osp.isfile(self.ann_file):
+            raise EvaluationSetupError(f'EProPnPNuScenesMetric: ann_file not found: {self.ann_file}')
+        data = load(self.ann_file, backend_args=self.backend_args)
+        file_version = data.get('metainfo', {}).get('version')
+        if version is None:
+            version = file_version
+        if file_version is not None and file_version != version:
+            raise EvaluationSetupError(f"EProPnPNuScenesMetric: {self.ann_file} is a {file_version} info file but "
+                                       f"the dataset says version '{version}' (config metainfo)")
+        if self.format_only:
+            return
+        if version not in EVAL_SPLITS:
+            raise EvaluationSetupError(
+                f"EProPnPNuScenesMetric: {version} has no public annotations, so it cannot be scored; write the "
+                f'submission only: --cfg-options test_evaluator.format_only=True test_evaluator.jsonfile_prefix=DIR')
+        table_dir = osp.join(self.data_root, version)
+        missing = [t for t in DEVKIT_TABLES if not osp.isfile(osp.join(table_dir, f'{t}.json'))]
+        if missing:
+            raise EvaluationSetupError(
+                f"EProPnPNuScenesMetric: the nuScenes devkit tables are missing from {table_dir}: "
+                f"{', '.join(m + '.json' for m in missing)}; scoring needs the dataset's {version} metadata under "
+                f"the metric's data_root (or set format_only=True and a jsonfile_prefix to write the submission only)")
+        self._check_eval_split(data, version, table_dir)
+
+    def _check_eval_split(self, data: dict, version: str, table_dir: str) -> None:
+        """The ann file's sample tokens must be the devkit eval split's (scene names of nuscenes.utils.splits)."""
+        from nuscenes.utils.splits import create_splits_scenes
+        split = EVAL_SPLITS[version]
+        names = set(create_splits_scenes()[split])
+        scene_tokens = {s['token'] for s in mmengine.load(osp.join(table_dir, 'scene.json')) if s['name'] in names}
+        expected = {s['token'] for s in mmengine.load(osp.join(table_dir, 'sample.json'))
+                    if s['scene_token'] in scene_tokens}
+        have = {info['token'] for info in data['data_list']}
+        if have != expected:
+            extra, lack = sorted(have - expected), sorted(expected - have)
+            raise EvaluationSetupError(
+                f"EProPnPNuScenesMetric: {self.ann_file} has {len(have)} samples but the devkit's '{split}' split of "
+                f'{table_dir} has {len(expected)} ({len(lack)} missing from the info file, e.g. {lack[:3]}; '
+                f'{len(extra)} not in the split, e.g. {extra[:3]}); the devkit would reject the submission after '
+                f'inference. Use the {split} info file written by tools/create_data.py for this root.')
+
     # ------------------------------------------------------------------------------------------------ collection
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for ds in data_samples:
@@ -132,8 +201,8 @@ class EProPnPNuScenesMetric(NuScenesMetric):
         if self.format_only:
             logger.info(f'results are saved in {res_path}')
             return {}
-        if self.version not in ('v1.0-mini', 'v1.0-trainval'):
-            raise ValueError(f'{self.version} has no public annotations: use format_only=True')
+        if self.version not in EVAL_SPLITS:
+            raise EvaluationSetupError(f'{self.version} has no public annotations: use format_only=True')
         if not any(len(boxes) for boxes in mmengine.load(res_path)['results'].values()):
             # The devkit raises "Invalid box type: None" on an empty submission (e.g. an untrained model whose
             # scores are all below threshold); the honest score of that submission is zero AP and maximal errors.
