@@ -210,6 +210,22 @@ def rose_area(hist, radius: float = 0.5) -> float:
     return float(np.pi * radius ** 2 * hist.sum())
 
 
+def covariance_ellipse(centre, cov, n_std: float = 2.0, num: int = 64) -> np.ndarray:
+    """(num, 2) points of the ``n_std``-sigma ellipse ``{p : (p − c)ᵀ Σ⁻¹ (p − c) = n_std²}`` of a 2D Gaussian.
+
+    Args:
+        centre: (2,) mean. cov: (2, 2) symmetric positive semi-definite covariance (negative eigenvalues from
+            round-off are clipped to 0). n_std: radius in standard deviations. num: vertices.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.shape != (2, 2):
+        raise ValueError(f'cov must be (2, 2), got {cov.shape}')
+    evals, evecs = np.linalg.eigh((cov + cov.T) / 2)
+    t = np.linspace(0, 2 * np.pi, num, endpoint=False)
+    circle = np.stack([np.cos(t), np.sin(t)], -1) * (n_std * np.sqrt(np.clip(evals, 0, None)))
+    return np.asarray(centre, dtype=np.float64) + circle @ evecs.T
+
+
 def _blend_fill(img: np.ndarray, polys: Sequence[np.ndarray], color, alpha: float) -> None:
     """Fills fixed-point polygons with ``color`` at opacity ``alpha`` (in place, only covered pixels change)."""
     overlay = np.zeros(img.shape[:2], np.uint8)
@@ -223,7 +239,8 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
              canvas: Optional[BEVCanvas] = None, pred_texts: Optional[Sequence[str]] = None,
              max_range: float = 60.0, pred_pose_samples=None, pred_pose_weights=None, rose_bins: int = 24,
              rose_radius: float = 1.0, rose_color=(0, 140, 255), rose_alpha: float = 0.45,
-             pose_density: bool = False, pred_scores=None, density_gain: float = 40.0) -> np.ndarray:
+             pose_density: bool = False, pred_scores=None, density_gain: float = 40.0, pred_pos_cov=None,
+             ellipse_std: float = 2.0, ellipse_color=(200, 90, 20), ellipse_alpha: float = 0.25) -> np.ndarray:
     """Bird's-eye view: range rings every 10 m, the camera frustum (from ``cam2img`` and ``image_width``),
     ground truth in green, predictions in blue with a heading line. Returns (H, W, 3) uint8 BGR.
 
@@ -238,6 +255,11 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
     sample's ``(x, z)`` falls into a canvas pixel with weight ``w · score · density_gain`` (``pred_scores`` (M,),
     e.g. the 2D scores as in the original; default 1), summed over the 3×3 neighbourhood, and the canvas is shaded
     as ``bev · (0.9, 0.5, 0.1)^density`` per BGR channel.
+
+    Position uncertainty: with ``pred_pos_cov`` — (M, 2, 2) covariances of the predicted centres' ``(x, z)``, or
+    the (M, 4, 4) pose covariances ``pred_instances_3d.pose_cov`` of ``[x, y, z, yaw]`` (their ``(x, z)`` block is
+    used) — an ellipse of ``ellipse_std`` standard deviations (:func:`covariance_ellipse`) is filled with
+    ``ellipse_color`` at ``ellipse_alpha`` opacity and outlined under each predicted box.
     """
     canvas = canvas or BEVCanvas()
     img = np.full((canvas.size[1], canvas.size[0], 3), 255, np.uint8)
@@ -253,6 +275,18 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
             x = (u - k[0, 2]) / k[0, 0] * max_range
             p = canvas.to_px(np.array([x, max_range]))
             cv2.line(img, _pt(o), _pt(p), (170, 170, 170), 1, cv2.LINE_AA, _SHIFT)
+    if pred_boxes is not None and pred_pos_cov is not None:
+        b = _as_numpy_boxes(pred_boxes).numpy()
+        cov = _np(pred_pos_cov)
+        if cov.ndim != 3 or len(cov) != len(b) or cov.shape[1:] not in ((2, 2), (4, 4)):
+            raise ValueError(f'pred_pos_cov must be (M, 2, 2) or (M, 4, 4) for {len(b)} boxes, got {cov.shape}')
+        if cov.shape[1] == 4:
+            cov = cov[:, [0, 2]][:, :, [0, 2]]
+        polys = [_fx(canvas.to_px(covariance_ellipse(b[i, [3, 5]], cov[i], ellipse_std))) for i in range(len(b))
+                 if np.isfinite(cov[i]).all()]
+        if polys:
+            _blend_fill(img, polys, ellipse_color, ellipse_alpha)
+            cv2.polylines(img, [p.reshape(-1, 1, 2) for p in polys], True, ellipse_color, 1, cv2.LINE_AA, _SHIFT)
     if pred_boxes is not None and pred_pose_samples is not None:
         b = _as_numpy_boxes(pred_boxes).numpy()
         smp = _np(pred_pose_samples)
