@@ -20,8 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ['InputGeometry', 'Prediction', 'EProPnPPredictor', 'image_results', 'mmdet3d_inferencer_config',
-           'transform_intrinsics']
+__all__ = ['InputGeometry', 'Prediction', 'EProPnPPredictor', 'image_results', 'transform_intrinsics']
 
 
 # ------------------------------------------------------------------------------------------------ input geometry
@@ -338,28 +337,3 @@ class EProPnPPredictor:
                 pred.depth_map = _np(depth)
             preds.append(pred)
         return preds
-
-
-# ------------------------------------------------------------------------------------------ mmdet3d's inferencer
-def mmdet3d_inferencer_config(config, cfg_options: Optional[dict] = None):
-    """The config with what mmdet3d's ``MonoDet3DInferencer`` / ``inference_mono_3d_detector`` look for.
-
-    ``MonoDet3DInferencer`` finds the image loader of the test pipeline by its type name
-    ``'LoadImageFromFileMono3D'`` (and replaces it with its own loader); the project's loader
-    ``EProPnPLoadImage`` is that class plus geometry keys whose defaults the other transforms and the head use
-    at test time, so it is swapped for mmdet3d's. ``inference_mono_3d_detector`` reads
-    ``test_dataloader.dataset.box_type_3d`` ('Camera' is set when missing). Returns a new ``mmengine.Config``.
-    """
-    from mmengine.config import Config
-    cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    for loader in ('test_dataloader', 'val_dataloader'):
-        if loader not in cfg:
-            continue
-        ds = cfg[loader]['dataset']
-        for t in ds['pipeline']:
-            if t.get('type') == 'EProPnPLoadImage':
-                t['type'] = 'LoadImageFromFileMono3D'
-        ds.setdefault('box_type_3d', 'Camera')
-    return cfg
