@@ -8,7 +8,8 @@ nuScenes metrics (NDS/mAP) come from the config's ``test_evaluator``. For a subm
 
 ``--show-dir DIR`` writes every test image with its projected predicted boxes (score > ``--score-thr``) to
 ``<work_dir>/<timestamp>/DIR/<image name>`` (mmdet3d's ``Det3DVisualizationHook`` with ``--task mono_det``);
-``--show`` displays them instead and needs a display.
+``--show`` displays them instead and needs a display. An image without any prediction above the threshold gets no
+file (the hook's behaviour).
 """
 import argparse
 import os
