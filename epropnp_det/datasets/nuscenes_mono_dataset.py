@@ -135,9 +135,7 @@ class EProPnPNuScenesDataset(NuScenesDataset):
         report = self.validation_report
         if report.num_rejected:
             if self.bad_instances == 'error' or report.num_rejected == report.num_instances:
-                extra = (' (every instance of the file was rejected)'
-                         if report.num_rejected == report.num_instances else " (bad_instances='error')")
-                raise InfoValidationError(report.summary() + extra)
+                raise InfoValidationError(report.summary(error=True))
             MMLogger.get_current_instance().warning(report.summary())
         if self.check_files:
             self._check_files(data_list)

@@ -98,16 +98,25 @@ class InfoValidationReport:
         self.rejected.append(problem)
         self.counts[(problem.field, kind)] += 1
 
-    def summary(self, max_examples: int = 5) -> str:
-        """One message: totals, counts per field and kind, up to ``max_examples`` examples and the fix."""
+    def summary(self, max_examples: int = 5, error: bool = False) -> str:
+        """One message: totals, counts per field and kind, up to ``max_examples`` examples and the fix (``error``:
+        worded for an error, else for the warning of a dataset that leaves the rejected instances out). When every
+        instance was rejected the message says so and does not offer ``bad_instances='warn'``."""
         lines = [f'{self.ann_file}: rejected {self.num_rejected} of {self.num_instances} camera instances '
                  f'({self.num_images} images, {self.num_samples} samples):']
         lines += [f"  {n} × '{f}' {k}" for (f, k), n in sorted(self.counts.items())]
         lines.append('  e.g.')
         lines += [f'    {p}' for p in self.rejected[:max_examples]]
-        lines.append(f'  fix: re-create the info file (`{self.fix}`; if the nuScenes tables themselves are damaged, '
-                     f'repair them first), or build the dataset with bad_instances=\'warn\' to use it without the '
-                     f'rejected instances')
+        fix = (f'  fix: re-create the info file (`{self.fix}`; if the nuScenes tables themselves are damaged, repair '
+               'them first)')
+        if error and self.num_rejected == self.num_instances:
+            lines.insert(0, 'every camera instance of the info file was rejected, so it has no ground truth:')
+            lines.append(fix)
+        elif error:
+            lines.append(fix + ", or build the dataset with bad_instances='warn' to use it without them")
+        else:
+            lines.append('  these instances are left out of the dataset (neither ground truth nor ignore boxes);')
+            lines.append(fix)
         return '\n'.join(lines)
 
 
