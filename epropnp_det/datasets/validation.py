@@ -208,7 +208,7 @@ def instance_problem(inst: dict, width: int, height: int):
     return None
 
 
-def image_problems(info: dict, cam: str, img: dict) -> List[tuple]:
+def image_problems(img: dict) -> List[tuple]:
     """``[(field, reason)]`` of one ``images[CAM]`` entry (module docstring)."""
     out = []
     if not img.get('img_path'):
@@ -266,7 +266,7 @@ def validate_sample(info: dict, report: InfoValidationReport) -> None:
     problems = [Problem(report.ann_file, token, None, None, f, r) for f, r in sample_problems(info)]
     images = info.get('images') or {}
     for cam, img in images.items():
-        problems += [Problem(report.ann_file, token, cam, None, f, r) for f, r in image_problems(info, cam, img)]
+        problems += [Problem(report.ann_file, token, cam, None, f, r) for f, r in image_problems(img)]
     if problems:
         shown = '\n  '.join(str(p) for p in problems[:10])
         more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
