@@ -49,11 +49,16 @@ def build_cfg(args):
     cfg = load_runner_cfg(args.config, args.launcher, args.cfg_options, args.work_dir)
 
     if args.amp:
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'EProPnPAmpOptimWrapper'):
             print_log('AMP training is already enabled in your config.', logger='current', level=logging.WARNING)
         else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+            # the NaN-safe wrapper's AMP twin (mmengine's AmpOptimWrapper would drop the NaN-safe update);
+            # fp16 with a dynamic loss scale on CUDA, bf16 on the CPU; `--cfg-options optim_wrapper.dtype=bfloat16`
+            # switches CUDA to bf16
+            import torch
+            cfg.optim_wrapper.type = 'EProPnPAmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('dtype', 'float16' if torch.cuda.is_available() else 'bfloat16')
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
     if args.sync_bn != 'none':
         cfg.sync_bn = args.sync_bn

@@ -174,7 +174,9 @@ class EProPnPDeformPnPHead(BaseModule):
         self.object_sampler = TASK_UTILS.build(dict(dict(
             type='EProPnPObjectSampler', num_per_img=train_cfg.get('num_obj_samples_per_img', 48)),
             **object_sampler))
-        self.pnp = EProPnP4DoF(**pnp)
+        # 'exclude': a NaN/Inf object is left out of the pose loss and counted instead of raising (which would end
+        # the run), and the layer makes no host synchronisation for the check
+        self.pnp = EProPnP4DoF(**dict(dict(nonfinite='exclude'), **pnp))
         # §10.15: optional learnable log relative Huber δ; the ops stay stateless and receive its value
         self.log_rel_delta = nn.Parameter(torch.tensor(math.log(self.pnp.relative_delta))) \
             if learnable_rel_delta else None

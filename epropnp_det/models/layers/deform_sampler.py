@@ -185,8 +185,12 @@ class EProPnPDeformableAttentionSampler(BaseModule):
         if self.x2d_mode == 'homography':
             if img_transforms is None:
                 raise ValueError("x2d_mode='homography' needs img_transforms (B, 3, 3)")
-            inv = torch.linalg.inv(img_transforms.to(loc.dtype))[img_inds]  # (N, 3, 3)
-            x2d = apply_homography(inv[:, None], loc)  # (N, Hh, P, 2)
+            # geometry in float32 under mixed precision (no half-precision inverse; pixel coordinates of 1600 px
+            # images keep 0.1 px only in float32)
+            with torch.autocast(loc.device.type, enabled=False):
+                loc = loc.float()
+                inv = torch.linalg.inv(img_transforms.float())[img_inds]  # (N, 3, 3)
+                x2d = apply_homography(inv[:, None], loc)  # (N, Hh, P, 2)
             if self.pixel_convention == 'v1':
                 x2d = x2d - 0.5
             mask = analytic_border_mask(loc, img_wh.to(loc.dtype)[img_inds][:, None, None], self.stride,

@@ -41,6 +41,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from epropnp_det.ops.pnp._amp import fp32
 from epropnp_det.ops.pnp.camera import project
 from epropnp_det.ops.pnp.types import CameraParams
 
@@ -264,6 +265,7 @@ class EProPnPRoIAuxBranch(BaseModule):
             z = z + t.sum() * 0
         return z
 
+    @fp32  # mixed precision: the RoI losses (log-sum-exp across RoIs, scatter) in float32
     def loss(self, rois: Tensor, boxes3d: Tensor, cam_mats: Tensor, ori_hw: Tensor, flip: Tensor,
              img_transforms: Tensor, query: Tensor, dims: Tensor, key_map: Tensor, value_map: Tensor,
              dense_x2d: Optional[Tensor] = None, lidar_x3d: Optional[List[Tensor]] = None,

@@ -80,7 +80,10 @@ def roi_align_grid_sample(x: Tensor, rois: Tensor, size: Tuple[int, int], spatia
 
 def roi_align_aligned(x: Tensor, rois: Tensor, size: Tuple[int, int], spatial_scale: float) -> Tensor:
     """RoIAlign as above, (R, C, rh, rw): :func:`roi_align_grid_sample` on CPU when ``x`` needs a gradient,
-    mmcv's kernel otherwise (CUDA, and CPU forward-only calls, where its forward is the faster one)."""
+    mmcv's kernel otherwise (CUDA, and CPU forward-only calls, where its forward is the faster one). Under mixed
+    precision a bf16 map (and an fp16 map on the CPU) is pooled in float32: mmcv has no kernels for them."""
+    if x.dtype == torch.bfloat16 or (x.dtype == torch.float16 and not x.is_cuda):
+        x = x.float()
     if not x.is_cuda and x.requires_grad and torch.is_grad_enabled():
         return roi_align_grid_sample(x, rois, size, spatial_scale)
     if rois.shape[0] == 0:

@@ -17,7 +17,9 @@ Mechanics (:func:`run`):
 * All graphs of a device share one memory pool (their temporaries are dead once a replay has returned, and the
   static outputs they keep are never freed, so sharing is safe for sequential replays).
 * Randomness: the generator (the default CUDA generator when ``None``) is registered with the graph, so every
-  replay draws fresh numbers from it and advances it like an eager call (not the same numbers as eager).
+  replay draws fresh numbers from it and advances it like an eager call (not the same numbers as eager). A
+  custom generator is part of the key: keep one generator alive across calls (re-seeding it with
+  ``manual_seed`` is fine) rather than creating one per call, which would capture a new graph each time.
 * If capture fails (an op that cannot be captured, an old torch), a warning is issued once and the stage runs
   eagerly for the rest of the process. ``EPROPNP_DISABLE_CUDA_GRAPHS=1`` turns graphs off.
 
@@ -56,7 +58,8 @@ def bucket(n: int) -> int:
 
 
 class _Graph:
-    __slots__ = ('graph', 'static_in', 'static_out', 'out_spec')
+    # ``generator`` is kept referenced so that its id (part of the key) cannot be reused by another generator
+    __slots__ = ('graph', 'static_in', 'static_out', 'out_spec', 'generator')
 
 
 def clear() -> None:
@@ -125,6 +128,7 @@ def run(name: str, fn: Callable, tensors: Tuple[Optional[torch.Tensor], ...],
 def _capture(fn: Callable, padded, generator) -> _Graph:
     device = next(t.device for t in padded if t is not None)
     g = _Graph()
+    g.generator = generator
     g.static_in = tuple(None if t is None else t.clone() for t in padded)
     side = torch.cuda.Stream(device=device)
     side.wait_stream(torch.cuda.current_stream(device))

@@ -41,7 +41,7 @@ from .rotation import quaternion_tangent_matrix, quaternion_to_rot_mat
 from .solver import default_chunk_elems, solve_pnp
 from .types import CameraParams, PnPSolution
 
-__all__ = ['sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis', 'EProPnPBase',
+__all__ = ['exclude_nonfinite', 'sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis', 'EProPnPBase',
            'EProPnP4DoF', 'EProPnP6DoF']
 
 # =============================================================================================================
@@ -465,6 +465,8 @@ class PoseSamples:
         offset: (N, 3) normalisation offset (mean of x3d, object frame), or ``None``.
         pose_free: (N, D) with ``with_free_solution=True``: the solve from the RSLM start alone (no ``pose_init``),
             i.e. an independent solve sharing the RSLM draws (detached), or ``None``.
+        valid: (N,) bool with ``nonfinite='exclude'``: objects whose inputs were all finite (the others have NaN
+            outputs and zero gradients), or ``None``.
     """
     pose_opt: Tensor
     pose_cov: Tensor
@@ -475,6 +477,7 @@ class PoseSamples:
     proposal: Optional[object] = None
     offset: Optional[Tensor] = None
     pose_free: Optional[Tensor] = None
+    valid: Optional[Tensor] = None
 
     @property
     def log_normalizer(self) -> Tensor:
@@ -589,6 +592,45 @@ def _amis_nograd(x3d, x2d, w2d, delta, cam_mats, lb, ub, extra_poses, *prop0_fie
 # =============================================================================================================
 # Modules
 # =============================================================================================================
+def exclude_nonfinite(x3d: Tensor, x2d: Tensor, w2d: Tensor, delta: Optional[Tensor] = None,
+                      pose_init: Optional[Tensor] = None):
+    """Objects with any non-finite input, replaced by harmless problems (no host synchronisation).
+
+    Returns ``(valid (N,) bool, x3d, x2d, w2d, delta, pose_init)``: for invalid objects the points are zero, the
+    weights zero (the solvers then return finite, meaningless poses), δ = 1 and ``pose_init`` a pose 10 m ahead.
+    ``torch.where`` passes gradients only to the kept values: invalid objects send exactly zero gradient back,
+    valid ones the same as without this step (so one NaN object cannot poison a training step). Compute anything
+    differentiable from the inputs (e.g. the adaptive δ) from the returned copies: a node fed with NaN would turn
+    the zero gradient into NaN (0 · NaN).
+    """
+    valid = torch.isfinite(x3d).flatten(1).all(1) & torch.isfinite(x2d).flatten(1).all(1) & \
+        torch.isfinite(w2d).flatten(1).all(1)
+    if delta is not None:
+        valid = valid & torch.isfinite(delta)
+    if pose_init is not None:
+        valid = valid & torch.isfinite(pose_init).all(-1)
+    m = valid[:, None, None]
+    x3d, x2d, w2d = torch.where(m, x3d, 0.), torch.where(m, x2d, 0.), torch.where(m, w2d, 0.)
+    if delta is not None:
+        delta = torch.where(valid, delta, 1.)
+    if pose_init is not None:
+        safe = torch.zeros_like(pose_init)
+        safe[:, 2] = 10.
+        if pose_init.shape[-1] == 7:
+            safe[:, 3] = 1.
+        pose_init = torch.where(valid[:, None], pose_init, safe)
+    return valid, x3d, x2d, w2d, delta, pose_init
+
+
+def _mark(valid: Optional[Tensor], t: Optional[Tensor], obj_dim: int = 0) -> Optional[Tensor]:
+    """NaN where ``valid`` (N,) is False along ``obj_dim`` of ``t``."""
+    if valid is None or t is None:
+        return t
+    shape = [1] * t.dim()
+    shape[obj_dim] = -1
+    return torch.where(valid.reshape(shape), t, float('nan'))
+
+
 class EProPnPBase(nn.Module):
     """Configuration holder for the EPro-PnP layer (no buffers, nothing mutated by calls).
 
@@ -601,13 +643,21 @@ class EProPnPBase(nn.Module):
             (default: 10 trust-region LM iterations after RSLM init).
         chunk_elems, cost_backend: chunking and backend (``'auto'``, ``'eager'``, ``'compile'``) of
             :func:`sampled_pnp_cost`; the backend is also the default ``backend`` of the solver
-            (:func:`.solver.solve_pnp`).
+            (:func:`.solver.solve_pnp`). ``'auto'`` on a GPU replays the no-grad stages as CUDA graphs.
+        nonfinite: what a non-finite input (NaN/Inf in x3d, x2d, w2d, δ or pose_init) does: ``'raise'`` (a
+            ``ValueError`` naming the field; one host synchronisation per call) or ``'exclude'`` (no
+            synchronisation: such objects get NaN outputs — which :class:`.losses.MonteCarloPoseLoss` excludes and
+            counts — and zero gradients, see :func:`exclude_nonfinite`; for training).
     """
     proposal_cls = Proposal4DoF
 
     def __init__(self, mc_samples: int = 512, num_iter: int = 4, normalize: bool = True, relative_delta: float = 0.5,
-                 solver_cfg: Optional[dict] = None, chunk_elems: Optional[int] = None, cost_backend: str = 'auto'):
+                 solver_cfg: Optional[dict] = None, chunk_elems: Optional[int] = None, cost_backend: str = 'auto',
+                 nonfinite: str = 'raise'):
         super().__init__()
+        if nonfinite not in ('raise', 'exclude'):
+            raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
+        self.nonfinite = nonfinite
         if mc_samples % num_iter != 0:
             raise ValueError(f'mc_samples ({mc_samples}) must be divisible by num_iter ({num_iter})')
         self.mc_samples, self.num_iter, self.normalize = int(mc_samples), int(num_iter), bool(normalize)
@@ -636,7 +686,12 @@ class EProPnPBase(nn.Module):
         cfg = dict(dict(backend=self.cost_backend), **self.solver_cfg)
         cfg.update(normalize=self.normalize, dof=self.dof)
         cfg.update(kwargs)
-        return solve_pnp(x3d, x2d, w2d, camera, self._delta(x2d, w2d, delta).detach(), **cfg)
+        if self.nonfinite == 'raise':
+            return solve_pnp(x3d, x2d, w2d, camera, self._delta(x2d, w2d, delta).detach(), **cfg)
+        valid, x3d, x2d, w2d, delta, pose_init = exclude_nonfinite(x3d, x2d, w2d, delta, cfg.pop('pose_init', None))
+        delta = self._delta(x2d, w2d, delta).detach()
+        sol = solve_pnp(x3d, x2d, w2d, camera, delta, pose_init=pose_init, check_finite=False, **cfg)
+        return PnPSolution(*(_mark(valid, t) for t in (sol.pose, sol.cost, sol.cov, sol.pose_plus, sol.pose_free)))
 
     forward = solve
 
@@ -665,6 +720,10 @@ class EProPnPBase(nn.Module):
             :class:`PoseSamples`.
         """
         K = self.mc_samples if mc_samples is None else int(mc_samples)
+        valid = None
+        if self.nonfinite == 'exclude':
+            valid, x3d, x2d, w2d, delta, pose_init = exclude_nonfinite(x3d, x2d, w2d, delta, pose_init)
+            solver_kwargs = dict(solver_kwargs, check_finite=False)
         delta = self._delta(x2d, w2d, delta)
         offset = None
         x3d_n, pose_init_n = x3d, pose_init
@@ -690,8 +749,10 @@ class EProPnPBase(nn.Module):
             pose_opt = pnp_denormalize(offset, pose_opt)
             samples = pnp_denormalize(offset, samples)
             pose_free = None if pose_free is None else pnp_denormalize(offset, pose_free)
-        return PoseSamples(pose_opt=pose_opt, pose_cov=pose_cov, cost_opt=sol.cost, pose_samples=samples,
-                           logw=logw, cost_init=cost_init, proposal=props, offset=offset, pose_free=pose_free)
+        return PoseSamples(pose_opt=_mark(valid, pose_opt), pose_cov=_mark(valid, pose_cov),
+                           cost_opt=_mark(valid, sol.cost), pose_samples=_mark(valid, samples, 1),
+                           logw=_mark(valid, logw, 1), cost_init=_mark(valid, cost_init), proposal=props,
+                           offset=offset, pose_free=_mark(valid, pose_free), valid=valid)
 
 
 class EProPnP4DoF(EProPnPBase):

@@ -1,0 +1,207 @@
+"""Fixed per-step overhead of one training step: aten ops launched, host synchronisations and their source lines.
+
+    python tools/benchmarks/step_overhead.py [CONFIG ...] [--device cpu|cuda] [--batch-size 2] [--repeats 5]
+                                             [--warmup 2] [--threads 2] [--amp fp16|bf16] [--ref-tree PATH]
+                                             [--data-root DIR] [--json PATH] [--cfg-options k=v ...]
+
+For each config (default: the embedded default ``configs/epropnp_det_r18_synthetic.py``) one batch of its train
+pipeline (unshuffled) is run through ``warmup`` untimed steps, then one step is counted with
+:class:`epropnp_det.utils.op_counter.OpCounter` (a ``TorchDispatchMode``, so it counts on the CPU as on a GPU):
+
+* **aten ops**: every op dispatched from the start of the forward pass to the end of ``backward`` (on a GPU each
+  is a kernel launch or at least a dispatch; views included), and separately those of the optimizer step;
+* **syncs**: host synchronisations in the same window (``.item()``, ``nonzero``, boolean-mask indexing, copies
+  to the host, ...; on the CPU, reads of CPU tensors count as they would on a GPU), each with the source line
+  that made it (the innermost frame outside torch);
+
+then ``repeats`` steps are timed (wall clock, ``torch.cuda.synchronize`` around each on CUDA; median).
+``--amp`` trains with ``EProPnPAmpOptimWrapper`` (fp16 with a dynamic loss scale, or bf16), as
+``tools/train.py --amp`` does.
+
+``--ref-tree PATH`` measures the same configs a second time with the package of another checkout (e.g. a
+``git worktree`` of an older commit) in a subprocess, and prints both side by side; the counting code is this
+file's in both runs.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Dict, List, Optional
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _bench_common import REPO, format_table, load_config  # noqa: E402
+
+if os.environ.get('STEP_OVERHEAD_PACKAGE_ROOT'):  # --ref-tree run: that checkout's package before this one's
+    sys.path.insert(0, os.environ['STEP_OVERHEAD_PACKAGE_ROOT'])
+
+DEFAULT_CONFIG = 'configs/epropnp_det_r18_synthetic.py'
+_OP_COUNTER = osp.join(REPO, 'epropnp_det', 'utils', 'op_counter.py')
+
+
+def _load_op_counter():
+    """This checkout's OpCounter, by path (the measured package may be another checkout's)."""
+    spec = importlib.util.spec_from_file_location('_step_overhead_op_counter', _OP_COUNTER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.OpCounter
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('configs', nargs='*', default=[DEFAULT_CONFIG])
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--data-root', default=None, help="dataset root overriding the configs' data_root")
+    p.add_argument('--batch-size', type=int, default=2)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--amp', choices=['fp16', 'bf16'], default=None)
+    p.add_argument('--ref-tree', default=None, help='another checkout to measure side by side')
+    p.add_argument('--json', default=None, help='write the rows as JSON')
+    p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE')
+    p.add_argument('--row-json', action='store_true', help=argparse.SUPPRESS)  # internal: print rows as JSON
+    return p.parse_args(argv)
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    """Moves the image tensors of a collated batch (the preprocessor moves them too; this keeps the first step's
+    transfer out of the counted window)."""
+    import torch
+    inputs = batch['inputs']
+    img = inputs.get('img')
+    if isinstance(img, torch.Tensor):
+        inputs['img'] = img.to(device)
+    elif isinstance(img, (list, tuple)):
+        inputs['img'] = [t.to(device) for t in img]
+    return batch
+
+
+def measure(config: str, args) -> Dict:
+    """One config in this process -> row dict."""
+    import torch
+    from detector_speed import _parse_cfg_options, first_train_batch
+    from mmdet3d.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import set_random_seed
+
+    OpCounter = _load_op_counter()
+    torch.set_num_threads(args.threads)
+    set_random_seed(0)
+    cfg = load_config(config, args.data_root, _parse_cfg_options(args.cfg_options))
+    batch = _to_device(first_train_batch(cfg, args.batch_size), args.device)
+    if args.amp:
+        cfg.optim_wrapper.type = 'EProPnPAmpOptimWrapper'
+        cfg.optim_wrapper.dtype = {'fp16': 'float16', 'bf16': 'bfloat16'}[args.amp]
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.to(args.device)
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    device_type = torch.device(args.device).type
+    cuda = device_type == 'cuda'
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def forward_backward():
+        # as mmengine's train_step: preprocessor, forward under the wrapper's context (autocast with AMP), backward
+        with optim_wrapper.optim_context(model):
+            data = model.data_preprocessor(batch, True)
+            losses = model.loss(data['inputs'], data['data_samples'])
+        loss, _ = model.parse_losses(losses)
+        optim_wrapper.backward(loss)
+        return loss
+
+    def optimizer_step():
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+
+    for _ in range(args.warmup):
+        forward_backward()
+        optimizer_step()
+    sync()
+    with OpCounter(host_is_device=device_type == 'cpu') as fb:
+        loss = forward_backward()
+    with OpCounter(host_is_device=device_type == 'cpu', record_sites=False) as opt:
+        optimizer_step()
+    times = []
+    for _ in range(args.repeats):
+        sync()
+        t0 = time.perf_counter()
+        loss = forward_backward()
+        optimizer_step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    sites = Counter(f'{site} ({reason})' for reason, site in fb.syncs)
+    mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
+    return dict(config=osp.basename(config), device=args.device, batch=args.batch_size, amp=args.amp or 'fp32',
+                ops_fwd_bwd=fb.ops, syncs=fb.num_syncs, ops_optimizer=opt.ops, step_s=statistics.median(times),
+                times=times, loss=float(loss), sync_sites=sorted(sites.items()), gpu_mem_gib=mem,
+                top_ops=fb.top_ops(8))
+
+
+def _rows_from_tree(tree: str, args) -> List[Dict]:
+    """Runs this script on ``args.configs`` with ``tree``'s package first on the path; returns its rows."""
+    cmd = [sys.executable, osp.abspath(__file__), *args.configs, '--device', args.device, '--batch-size',
+           str(args.batch_size), '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--threads',
+           str(args.threads), '--row-json'] + (['--data-root', args.data_root] if args.data_root else []) + \
+        (['--amp', args.amp] if args.amp else []) + (['--cfg-options', *args.cfg_options] if args.cfg_options else [])
+    env = dict(os.environ, STEP_OVERHEAD_PACKAGE_ROOT=osp.abspath(tree))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    rows = [json.loads(ln[2:]) for ln in proc.stdout.splitlines() if ln.startswith('@@')]
+    if proc.returncode != 0 or not rows:
+        raise RuntimeError(f'--ref-tree {tree} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
+    return rows
+
+
+def format_rows(rows: List[Dict], ref: Optional[List[Dict]] = None) -> str:
+    header = ['config', 'device', 'batch', 'precision', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'aten ops optimizer',
+              'step ms (median)']
+    if ref:
+        header += ['ref aten ops', 'ref syncs', 'ref step ms', 'ops ratio ref/now', 'speed-up']
+    out = []
+    for i, r in enumerate(rows):
+        row = [r['config'], r['device'], r['batch'], r['amp'], r['ops_fwd_bwd'], r['syncs'], r['ops_optimizer'],
+               f"{r['step_s'] * 1e3:.1f}"]
+        if ref:
+            q = ref[i]
+            row += [q['ops_fwd_bwd'], q['syncs'], f"{q['step_s'] * 1e3:.1f}",
+                    f"{q['ops_fwd_bwd'] / max(r['ops_fwd_bwd'], 1):.2f}x", f"{q['step_s'] / r['step_s']:.2f}x"]
+        out.append(row)
+    text = format_table(header, out, title='one training step: aten ops, host synchronisations, time')
+    for r in rows:
+        text += f"\n\nsynchronisations of {r['config']} ({r['device']}, {r['amp']}), forward start to backward end:"
+        if not r['sync_sites']:
+            text += '\n  none'
+        for site, n in r['sync_sites']:
+            text += f'\n  {n} x {site}'
+    return text
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import epropnp_det
+    print(f'package measured: {osp.dirname(osp.abspath(epropnp_det.__file__))}', file=sys.stderr)
+    rows = [measure(c, args) for c in args.configs]
+    if args.row_json:
+        for r in rows:
+            print('@@' + json.dumps(r))
+        return rows
+    ref = _rows_from_tree(args.ref_tree, args) if args.ref_tree else None
+    print(format_rows(rows, ref))
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(dict(rows=rows, ref=ref, ref_tree=args.ref_tree), f, indent=1)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
