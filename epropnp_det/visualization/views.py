@@ -114,15 +114,16 @@ def _object_tile(x3d: np.ndarray, colors: np.ndarray, lhw: np.ndarray, size: int
     corners = _oblique(_SIGNS * lhw)
     pts = _oblique(x3d)
     extent = np.abs(np.concatenate([corners[:, :2], pts[:, :2]])).max() if len(pts) else np.abs(corners).max()
-    s = (size * 0.5 - 14) / max(extent, 1e-3)
-    c = np.array([size / 2, size / 2 + 6])
+    s = (size * 0.5 - 20) / max(extent, 1e-3)
+    c = np.array([size / 2, size / 2 + 10])
     px = lambda p: tuple(np.round((p[:2] * s + c) * 16).astype(int))  # noqa: E731
     for a, b in _EDGES:
         front = _SIGNS[a, 0] > 0 and _SIGNS[b, 0] > 0
         cv2.line(tile, px(corners[a]), px(corners[b]), (0, 0, 200) if front else (120, 120, 120), 1, cv2.LINE_AA, 4)
     for i in np.argsort(-pts[:, 2]):  # far first
         cv2.circle(tile, px(pts[i]), 3 * 16, tuple(int(v) for v in colors[i]), -1, cv2.LINE_AA, 4)
-    cv2.putText(tile, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, title_color, 1, cv2.LINE_AA)
+    for row, text in enumerate(title.split('\n')):
+        cv2.putText(tile, text, (4, 12 + 12 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.35, title_color, 1, cv2.LINE_AA)
     return tile
 
 
@@ -162,7 +163,7 @@ def view_correspondences(img: np.ndarray, x2d, w2d, x3d, boxes, cam2img, labels,
     W = out.shape[1]
     size = max(120, W // max(max_objects, 1))
     names = _texts(labels, scores, class_names)
-    tiles = [_object_tile(x3d[i], colors[i], boxes[i, :3], size, f'{k + 1}: {names[i]}', class_color(labels[i]))
+    tiles = [_object_tile(x3d[i], colors[i], boxes[i, :3], size, f'{k + 1}\n{names[i]}', class_color(labels[i]))
              for k, i in enumerate(order)]
     strip = np.full((size, max(W, size * len(tiles)), 3), 255, np.uint8)
     for k, t in enumerate(tiles):
