@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from epropnp_det.ops.pnp import EProPnP4DoF, MonteCarloPoseLoss, derivative_regularization, solve_pnp
-from epropnp_det.ops.pnp import _graphs, solver
+from epropnp_det.ops.pnp import EProPnP4DoF, MonteCarloPoseLoss, _graphs, derivative_regularization, solve_pnp, solver
 from epropnp_det.ops.pnp.testing import make_problems
 from epropnp_det.utils.op_counter import OpCounter
 

@@ -167,3 +167,12 @@ def test_cholesky_with_fallback():
     torch.testing.assert_close(L[0] @ L[0].T, good)
     for i in (1, 2, 3):
         torch.testing.assert_close(L[i], torch.diag(torch.tensor([1.0, 1.0, 4.0])))
+
+
+@pytest.mark.parametrize('p', [2, 3, 4, 6])
+def test_cholesky_with_fallback_equals_lapack(p):
+    """The unrolled factorisation (p ≤ 4) and the cholesky_ex path (p > 4) against LAPACK on random SPD matrices."""
+    A = torch.randn(200, p, p + 2, generator=torch.Generator().manual_seed(p), dtype=torch.float64)
+    M = A @ A.transpose(-1, -2)
+    torch.testing.assert_close(cholesky_with_fallback(M, [1.0] * p), torch.linalg.cholesky(M), rtol=1e-12,
+                               atol=1e-12)

@@ -41,8 +41,8 @@ from .rotation import quaternion_tangent_matrix, quaternion_to_rot_mat
 from .solver import default_chunk_elems, solve_pnp
 from .types import CameraParams, PnPSolution
 
-__all__ = ['exclude_nonfinite', 'sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis', 'EProPnPBase',
-           'EProPnP4DoF', 'EProPnP6DoF']
+__all__ = ['exclude_nonfinite', 'sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis',
+           'EProPnPBase', 'EProPnP4DoF', 'EProPnP6DoF']
 
 # =============================================================================================================
 # Fused cost of many poses
