@@ -1,6 +1,7 @@
 """EPro-PnP-Det on your own images: any size, any pinhole camera, images, folders or videos.
 
-    python tools/demo.py CONFIG CHECKPOINT INPUT... (--intrinsics FX FY CX CY | --calib FILE) [--out-dir DIR]
+    python tools/demo.py CONFIG CHECKPOINT INPUT... (--intrinsics FX FY CX CY | --calib FILE) [--pitch P --roll R]
+                         [--out-dir DIR]
                          [--device cpu|cuda] [--score-thr 0.3] [--views 3d,bev,orient,points,depth]
                          [--batch-size 1] [--video-fps 2] [--mc-samples 64] [--seed 0] [--cfg-options k=v ...]
 
@@ -15,6 +16,10 @@ pose uncertainty; fields in the README, "Inference on your own images") and ``<n
 ``3d`` projected boxes, ``bev`` bird's-eye view with 2-sigma position ellipses, ``orient`` orientation-density
 roses of --mc-samples Monte-Carlo pose samples, ``points`` the deformable 2D-3D correspondences coloured by
 weight, ``depth`` the v2 dense depth (models with a depth branch).
+
+A camera that is not level (``--pitch/--roll`` degrees, or ``cam2level`` / ``pitch_deg`` / ``roll_deg`` in the
+calibration JSON): the image is warped to a level virtual camera with the same centre (a homography), predicted
+there, and the boxes are rotated back into the real camera frame (``epropnp_det/apis/level.py``).
 """
 import argparse
 import os
@@ -41,6 +46,11 @@ def parse_args(argv=None):
     cam.add_argument('--intrinsics', nargs=4, type=float, metavar=('FX', 'FY', 'CX', 'CY'),
                      help='pinhole intrinsics (pixels of the input images) for every input')
     cam.add_argument('--calib', metavar='FILE', help='calibration file: JSON (per image or one K) or KITTI .txt')
+    parser.add_argument('--pitch', type=float, default=None, metavar='DEG',
+                        help='camera pitch (degrees, > 0 looking down) for every input: the image is warped to a '
+                             'level virtual camera and the boxes rotated back')
+    parser.add_argument('--roll', type=float, default=None, metavar='DEG',
+                        help='camera roll about the optical axis (degrees), like --pitch')
     parser.add_argument('--out-dir', default='work_dirs/demo')
     parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--score-thr', type=float, default=0.3, help='boxes below this score are not written')
@@ -72,9 +82,10 @@ def draw_views(pred, img, views, args) -> dict:
     from epropnp_det.visualization import view_bev, view_boxes_3d, view_correspondences, view_depth, view_orientation
     out = {}
     W = pred.image_size[0]
+    to_img = pred.meta.get('level_to_image')  # boxes of a camera that is not level are drawn through the homography
     if '3d' in views:
         out['3d'] = view_boxes_3d(img, pred.boxes, pred.cam2img, pred.labels, pred.scores, pred.class_names,
-                                  convention=pred.pixel_convention)
+                                  convention=pred.pixel_convention, img_transform=to_img)
     if 'bev' in views:
         out['bev'] = view_bev(pred.boxes, pred.cam2img, W, pred.labels, pred.scores, pred.class_names,
                               pose_cov=pred.pose_cov, n_std=args.n_std)
@@ -84,7 +95,8 @@ def draw_views(pred, img, views, args) -> dict:
     if 'points' in views:
         out['points'] = view_correspondences(img, pred.x2d, pred.w2d, pred.x3d, pred.boxes, pred.cam2img,
                                              pred.labels, pred.scores, pred.class_names,
-                                             convention=pred.pixel_convention, max_objects=args.max_objects)
+                                             convention=pred.pixel_convention, max_objects=args.max_objects,
+                                             img_transform=to_img)
     if 'depth' in views and pred.depth_map is not None:
         out['depth'] = view_depth(pred.depth_map, pred.img_transform, pred.image_size, pred.meta['output_stride'])
     return out
@@ -99,7 +111,9 @@ def process_batch(predictor, batch, cams: dict, views, args) -> list:
         imgs = [read_input(it) for it in batch]
     except InputError as exc:
         raise DemoError(str(exc)) from None
-    preds = predictor.predict(imgs, [cams[it.calib_name] for it in batch], [it.name for it in batch])
+    levels = getattr(args, 'levels', {})
+    preds = predictor.predict(imgs, [cams[it.calib_name] for it in batch], [it.name for it in batch],
+                              [levels.get(it.calib_name) for it in batch])
     written = []
     for it, img, pred in zip(batch, imgs, preds):
         kept = pred.above(args.score_thr)
@@ -134,6 +148,12 @@ def run(argv=None) -> list:
                             '--calib FILE')
         items = collect_inputs(args.inputs, args.video_fps or None)
         cams = {it.calib_name: calib.lookup(it.calib_name) for it in items}  # every input has K before loading
+        if args.pitch is not None or args.roll is not None:
+            from epropnp_det.apis.level import tilt_rotation
+            tilt = tilt_rotation(args.pitch or 0.0, args.roll or 0.0)
+            args.levels = {name: tilt for name in cams}
+        else:
+            args.levels = {name: calib.lookup_level(name) for name in cams}
     except (CalibError, InputError) as exc:
         raise DemoError(str(exc)) from None
 

@@ -7,6 +7,8 @@ pixel ``i`` centred on ``u = i``). Calibration files:
 * JSON ``{"cam2img": K}`` (one camera for every image) and/or ``{"images": {"<file name>": {"cam2img": K}}}``
   (per image, matched by base name; a per-image entry beats the default). ``K`` is a 3×3, 3×4 or 4×4 nested list
   (only the top-left 3×3 is used); ``"intrinsics": [fx, fy, cx, cy]`` may replace ``"cam2img"`` anywhere.
+  A camera that is not level: ``"cam2level"`` (3×3 rotation real camera → level camera, see
+  :mod:`epropnp_det.apis.level`) or ``"pitch_deg"`` / ``"roll_deg"``, at the top level or per image.
 * KITTI ``calib/*.txt``: the ``P2:`` line (12 numbers), or a ``K:`` line (9 numbers).
 """
 import json
@@ -62,6 +64,21 @@ def _entry_to_k(entry, source: str) -> np.ndarray:
     return check_intrinsics(entry, source)
 
 
+def _entry_to_level(entry, source: str):
+    """``cam2level`` (3, 3) of a JSON entry, or None if it has none."""
+    if not isinstance(entry, dict):
+        return None
+    from .level import tilt_rotation
+    if 'cam2level' in entry:
+        rot = np.asarray(entry['cam2level'], dtype=np.float64)
+        if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6) or np.linalg.det(rot) < 0:
+            raise CalibError(f'{source}: "cam2level" must be a 3x3 rotation matrix, got {entry["cam2level"]}')
+        return rot
+    if 'pitch_deg' in entry or 'roll_deg' in entry:
+        return tilt_rotation(float(entry.get('pitch_deg', 0.0)), float(entry.get('roll_deg', 0.0)))
+    return None
+
+
 class Calibration:
     """Intrinsics per input: a default ``K`` (for every image) and per-file ``K`` by base name.
 
@@ -69,10 +86,17 @@ class Calibration:
     """
 
     def __init__(self, default: Optional[np.ndarray] = None, per_image: Optional[Dict[str, np.ndarray]] = None,
-                 source: str = 'calibration'):
+                 source: str = 'calibration', level_default: Optional[np.ndarray] = None,
+                 level_per_image: Optional[Dict[str, np.ndarray]] = None):
         self.default = None if default is None else check_intrinsics(default, source)
         self.per_image = {osp.basename(k): check_intrinsics(v, f'{source} [{k}]') for k, v in (per_image or {}).items()}
         self.source = source
+        self.level_default = level_default
+        self.level_per_image = {osp.basename(k): v for k, v in (level_per_image or {}).items()}
+
+    def lookup_level(self, name: str) -> Optional[np.ndarray]:
+        """``cam2level`` (3, 3) of an input (per image, else the file's default), None for a level camera."""
+        return self.level_per_image.get(osp.basename(name), self.level_default)
 
     @classmethod
     def from_intrinsics(cls, values: Sequence[float]) -> 'Calibration':
@@ -107,10 +131,13 @@ def load_calibration(path: str) -> Calibration:
         default = None
         if 'cam2img' in data or 'intrinsics' in data:
             default = _entry_to_k(data, path)
-        per_image = {name: _entry_to_k(entry, f'{path} [{name}]') for name, entry in data.get('images', {}).items()}
+        images = data.get('images', {})
+        per_image = {name: _entry_to_k(entry, f'{path} [{name}]') for name, entry in images.items()}
         if default is None and not per_image:
             raise CalibError(f'{path}: has neither "cam2img"/"intrinsics" nor "images"')
-        return Calibration(default, per_image, source=path)
+        level_per_image = {name: _entry_to_level(entry, f'{path} [{name}]') for name, entry in images.items()}
+        return Calibration(default, per_image, source=path, level_default=_entry_to_level(data, path),
+                           level_per_image={k: v for k, v in level_per_image.items() if v is not None})
     for line in text.splitlines():
         key, _, rest = line.partition(':')
         key = key.strip()

@@ -22,19 +22,23 @@ DEFAULT_CAMERAS = (('wide_640x360', 640, 360, 0.79), ('tele_800x600', 800, 600, 
 
 def render_camera_image(width: int, height: int, fx: float, fy: Optional[float] = None, cx: Optional[float] = None,
                         cy: Optional[float] = None, scene: int = 0, frame: int = 0, seed: int = 0,
-                        camera: str = 'CAM_FRONT', min_visible_px: int = 30) -> dict:
-    """Renders keyframe ``frame`` of generated scene ``scene`` (seed ``seed``) with a level camera at the rig
-    position of ``camera``.
+                        camera: str = 'CAM_FRONT', min_visible_px: int = 30, pitch_deg: float = 0.0,
+                        roll_deg: float = 0.0) -> dict:
+    """Renders keyframe ``frame`` of generated scene ``scene`` (seed ``seed``) with a camera at the rig position
+    of ``camera``, level or pitched / rolled by ``pitch_deg`` / ``roll_deg`` (:func:`~.level.tilt_rotation`).
 
     Returns:
         dict with ``img`` (H, W, 3) uint8 BGR, ``cam2img`` (3, 3) (OpenCV: pixel ``i`` centred on ``u = i``),
-        ``boxes`` (n, 7) model boxes ``[l, h, w, x, y, z, yaw]`` (geometric centre, camera frame) of the objects
-        with at least ``min_visible_px`` visible pixels, ``labels`` (n,) class indices
-        (:data:`epropnp_det.synthetic.CLASSES`), ``visible_px`` (n,).
+        ``cam2level`` (3, 3), ``boxes`` (n, 7) model boxes ``[l, h, w, x, y, z, yaw]`` (geometric centre) in the
+        LEVEL camera frame (``cam2level · p_camera``; the camera frame of a level camera) of the objects with at
+        least ``min_visible_px`` visible pixels, ``labels`` (n,) class indices (:data:`epropnp_det.synthetic.CLASSES`),
+        ``visible_px`` (n,).
     """
     from epropnp_det.synthetic.generator import GeneratorConfig, SceneSetup, scene_rng
     from epropnp_det.synthetic.geometry import rot_z
     from epropnp_det.synthetic.render import Camera, CameraRenderer
+
+    from .level import tilt_rotation
 
     fy = fx if fy is None else fy
     cx = (width - 1) / 2 if cx is None else cx
@@ -42,13 +46,14 @@ def render_camera_image(width: int, height: int, fx: float, fy: Optional[float] 
     setup = SceneSetup(GeneratorConfig(out_dir='', samples_per_scene=max(frame + 1, 2), seed=seed), scene)
     rig = next(c for c in setup.cameras if c.name == camera)
     K = np.array([[fx, 0., cx], [0., fy, cy], [0., 0., 1.]])
-    cam = Camera(camera, K, int(width), int(height), rig.rot, rig.trans)
+    cam2level = tilt_rotation(pitch_deg, roll_deg)
+    cam = Camera(camera, K, int(width), int(height), rig.rot @ cam2level, rig.trans)
     fr = setup.frame(frame)
     boxes = fr['boxes']
     img, _, visible, _ = CameraRenderer(cam).render(setup.world.road, fr['ego_trans'], fr['ego_yaw'], boxes,
                                                     setup.world.sun, scene_rng(seed, scene, 2, frame))
     r_e2g = rot_z(fr['ego_yaw'])
-    r_g2c = (r_e2g @ cam.rot).T
+    r_g2c = (r_e2g @ rig.rot).T                                                     # global → level camera
     cam_g = fr['ego_trans'] + r_e2g @ cam.trans
     centre = (boxes['center'] - cam_g) @ r_g2c.T                                   # (N, 3) camera frame
     yaw_g = boxes['yaw']
@@ -57,7 +62,7 @@ def render_camera_image(width: int, height: int, fx: float, fy: Optional[float] 
     w, l, h = boxes['wlh'].T
     model = np.stack([l, h, w, centre[:, 0], centre[:, 1], centre[:, 2], yaw], 1)
     keep = visible >= min_visible_px
-    return dict(img=np.ascontiguousarray(img[..., ::-1]), cam2img=K, boxes=model[keep],
+    return dict(img=np.ascontiguousarray(img[..., ::-1]), cam2img=K, cam2level=cam2level, boxes=model[keep],
                 labels=boxes['label'][keep].astype(np.int64), visible_px=visible[keep])
 
 

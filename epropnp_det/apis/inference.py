@@ -130,6 +130,24 @@ def image_results(img: np.ndarray, cam2img, img_path: Optional[str] = None, samp
                 box_type_3d=CameraInstance3DBoxes, box_mode_3d=Box3DMode.CAM)
 
 
+def _real_bboxes_2d(boxes: np.ndarray, cam2level: np.ndarray, cam2img: np.ndarray, image_size, off: float,
+                    near: float = 0.1) -> np.ndarray:
+    """Extent of the near-plane-clipped corners of level-frame boxes seen by the real camera, continuous
+    pixels clipped to the image (the hull's extent, clipped)."""
+    from epropnp_det.structures.boxes import model_boxes_corners, nearclip_box_points
+    corners = model_boxes_corners(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 7)).numpy() @ cam2level
+    out = np.zeros((len(boxes), 4))
+    w, h = image_size
+    for i, c in enumerate(corners):
+        pts = nearclip_box_points(c, near)
+        if len(pts) == 0:
+            continue
+        uvw = pts @ cam2img.T
+        uv = uvw[:, :2] / np.maximum(uvw[:, 2:3], near) + off
+        out[i] = np.concatenate([uv.min(0), uv.max(0)]).clip(0, [w, h, w, h])
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ predictions
 @dataclass
 class Prediction:
@@ -144,7 +162,9 @@ class Prediction:
     ``x3d`` (n, P, 3) object coordinates (metres, object frame) with correspondences; ``depth_map`` (h, w) metres
     on the network input's value-map cells (v2 depth branch); ``img_transform`` (3, 3) continuous pixels of the
     image as given → network input; ``meta``: ``model_cam2img`` (K of the resized image the model saw as its
-    original), ``resize`` (3, 3), ``output_stride``.
+    original), ``resize`` (3, 3), ``output_stride``. With ``cam2level`` (3, 3) (a camera that is not level)
+    ``boxes``, ``pose_*``, ``velocities`` refer to the level camera frame ``p_level = cam2level · p_camera`` and
+    ``img_transform`` includes the rectifying homography.
     """
     name: str
     image_size: Tuple[int, int]
@@ -168,6 +188,7 @@ class Prediction:
     w2d: Optional[np.ndarray] = None
     x3d: Optional[np.ndarray] = None
     depth_map: Optional[np.ndarray] = None
+    cam2level: Optional[np.ndarray] = None
     meta: dict = field(default_factory=dict)
 
     PER_BOX = ('boxes', 'velocities', 'scores', 'scores_2d', 'scores_3d', 'labels', 'attr_labels', 'bboxes_2d',
@@ -288,17 +309,31 @@ class EProPnPPredictor:
         return self.pack(results), resize
 
     @torch.no_grad()
-    def predict(self, imgs: Sequence[np.ndarray], cam2imgs: Sequence, names: Optional[Sequence[str]] = None) \
-            -> List[Prediction]:
+    def predict(self, imgs: Sequence[np.ndarray], cam2imgs: Sequence, names: Optional[Sequence[str]] = None,
+                cam2levels: Optional[Sequence] = None) -> List[Prediction]:
         """One batch: (H_i, W_i, 3) BGR uint8 images of any sizes with their (3, 3) intrinsics. Boxes are in the
-        camera frame of each image; 2D outputs (``bboxes_2d``, ``x2d``) in its pixels."""
+        camera frame of each image; 2D outputs (``bboxes_2d``, ``x2d``) in its pixels.
+
+        ``cam2levels``: per image None (a level camera) or the (3, 3) rotation real camera → level camera
+        (:mod:`epropnp_det.apis.level`): that image is warped to the level virtual camera and predicted there;
+        ``boxes`` etc. are then in the LEVEL frame (``Prediction.cam2level`` set; real-frame centres and rotations
+        by :func:`~epropnp_det.apis.level.boxes_level_to_camera`), ``bboxes_2d`` / ``x2d`` in the real image.
+        """
         from mmengine.dataset import pseudo_collate
 
         from epropnp_det.structures.boxes import PIXEL_CONVENTIONS, apply_transform, cam_boxes_to_model
+
+        from .level import rectify_image
         names = list(names) if names is not None else [f'{i:06d}' for i in range(len(imgs))]
-        if not (len(imgs) == len(cam2imgs) == len(names)):
-            raise ValueError(f'{len(imgs)} images, {len(cam2imgs)} intrinsics, {len(names)} names')
-        packed, resizes = zip(*[self.prepare(img, k, n) for img, k, n in zip(imgs, cam2imgs, names)])
+        cam2levels = list(cam2levels) if cam2levels is not None else [None] * len(imgs)
+        if not (len(imgs) == len(cam2imgs) == len(names) == len(cam2levels)):
+            raise ValueError(f'{len(imgs)} images, {len(cam2imgs)} intrinsics, {len(names)} names, '
+                             f'{len(cam2levels)} cam2level')
+        conv = self.head.pixel_convention
+        homographies = [None if r is None else rectify_image(img, k, r, conv)
+                        for img, k, r in zip(imgs, cam2imgs, cam2levels)]
+        model_imgs = [img if h is None else h[0] for img, h in zip(imgs, homographies)]
+        packed, resizes = zip(*[self.prepare(img, k, n) for img, k, n in zip(model_imgs, cam2imgs, names)])
         data = pseudo_collate(list(packed))
         capture = _CorrespondenceCapture(self.head)
         if self.with_points:
@@ -308,9 +343,12 @@ class EProPnPPredictor:
             samples = self.model.test_step(data)
         off = PIXEL_CONVENTIONS[self.head.pixel_convention]
         preds = []
-        for b, (sample, name, img, k, resize) in enumerate(zip(samples, names, imgs, cam2imgs, resizes)):
+        for b, (sample, name, img, k, resize, hom, rot) in enumerate(zip(samples, names, imgs, cam2imgs, resizes,
+                                                                          homographies, cam2levels)):
             r = sample.pred_instances_3d
             meta = sample.metainfo
+            if hom is not None:  # the given image → level image → model input
+                resize = resize @ hom[1]
             back = np.linalg.inv(resize)  # model-original → given image, continuous pixels
             boxes, velo = cam_boxes_to_model(r.bboxes_3d)
             n = len(boxes)
@@ -335,5 +373,9 @@ class EProPnPPredictor:
             depth = r.metainfo.get('depth_map')
             if depth is not None:
                 pred.depth_map = _np(depth)
+            if rot is not None:
+                pred.cam2level = np.asarray(rot, dtype=np.float64)
+                pred.meta['level_to_image'] = np.linalg.inv(hom[1])  # level virtual camera → real image pixels
+                pred.bboxes_2d = _real_bboxes_2d(pred.boxes, pred.cam2level, pred.cam2img, pred.image_size, off)
             preds.append(pred)
         return preds

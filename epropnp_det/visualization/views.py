@@ -41,11 +41,14 @@ def _texts(labels, scores, class_names) -> list:
 
 
 def view_boxes_3d(img: np.ndarray, boxes, cam2img, labels, scores, class_names: Sequence[str] = (),
-                  convention: str = 'v1', thickness: int = 2) -> np.ndarray:
-    """Projected 3D boxes (near-plane clipped, heading face crossed) in class colours with ``class score``."""
+                  convention: str = 'v1', thickness: int = 2, img_transform=None) -> np.ndarray:
+    """Projected 3D boxes (near-plane clipped, heading face crossed) in class colours with ``class score``.
+    ``img_transform`` (3, 3): map of the continuous pixels of ``cam2img``'s image to those of ``img`` (e.g. the
+    level virtual camera → the real, tilted one; a homography keeps the edges straight)."""
     boxes = _as_numpy_boxes(boxes).numpy()
     return draw_boxes_3d(img, boxes, cam2img, colors=[class_color(c) for c in labels],
-                         texts=_texts(labels, scores, class_names), thickness=thickness, convention=convention)
+                         texts=_texts(labels, scores, class_names), thickness=thickness, convention=convention,
+                         img_transform=img_transform)
 
 
 def fit_bev_canvas(boxes, size: Tuple[int, int] = (600, 800), min_range: float = 20.0,
@@ -129,7 +132,7 @@ def _object_tile(x3d: np.ndarray, colors: np.ndarray, lhw: np.ndarray, size: int
 
 def view_correspondences(img: np.ndarray, x2d, w2d, x3d, boxes, cam2img, labels, scores,
                          class_names: Sequence[str] = (), convention: str = 'v1', max_objects: int = 6,
-                         dim: float = 0.45) -> np.ndarray:
+                         dim: float = 0.45, img_transform=None) -> np.ndarray:
     """The deformable correspondence view (paper Fig. 1/5 style).
 
     Top: the image (darkened by ``dim``) with each object's ``P`` sampled points ``x2d`` (N, P, 2) (K-projection
@@ -137,7 +140,8 @@ def view_correspondences(img: np.ndarray, x2d, w2d, x3d, boxes, cam2img, labels,
     two components of ``w2d`` (N, P, 2), divided by the object's largest: JET, red = highest), drawn low to high,
     the box wireframe in its class colour and the object's number. Bottom: for the ``max_objects`` highest-scored
     objects, the 3D object coordinates ``x3d`` (N, P, 3) (metres, object frame) inside the box's outline (front
-    face red), coloured the same way, in one oblique view.
+    face red), coloured the same way, in one oblique view. ``img_transform``: as in :func:`view_boxes_3d` (for the
+    wireframes; ``x2d`` are pixels of ``img``).
     """
     x2d, w2d, x3d, boxes = _np(x2d), _np(w2d), _np(x3d), _as_numpy_boxes(boxes).numpy()
     n = len(boxes)
@@ -147,7 +151,7 @@ def view_correspondences(img: np.ndarray, x2d, w2d, x3d, boxes, cam2img, labels,
     order = np.argsort(-np.asarray(scores, dtype=np.float64))[:max_objects]
     if n:
         out = draw_boxes_3d(out, boxes[order], cam2img, colors=[class_color(labels[i]) for i in order],
-                            thickness=1, convention=convention)
+                            thickness=1, convention=convention, img_transform=img_transform)
     w = w2d.mean(-1) if n else np.zeros((0, 0))
     w = w / np.maximum(w.max(-1, keepdims=True), 1e-12) if n else w
     colors = weight_colors(w)
