@@ -2,12 +2,13 @@
 
 The network input is made like the config's test pipeline makes it for the training data
 (:class:`InputGeometry`): the image is resized with its aspect ratio kept to fit the pipeline's ``EProPnPResize``
-scale (up or down), then its bottom rows are cropped to the height of the pipeline's ``EProPnPCrop`` (the top of a
-road image is sky; for a 16:9 image this is exactly the training crop), then the data preprocessor pads it to
-its ``pad_size_divisor`` (a batch is padded to its largest image). The intrinsics stay those of the image as given:
-the resize and crop are recorded in ``img_transform`` (original → network-input continuous pixels) by the
-project's transforms (``EProPnPResize`` / ``EProPnPCrop``), and the head maps its 2D points back through it, so
-the boxes come out in the camera frame of the given image (``docs/data_contract.md``).
+scale (up or down) and its intrinsics are scaled exactly with it (:func:`transform_intrinsics`), so the model sees
+an image of its training scale as its original image (its pixel-space PnP cost and pose uncertainty refer to that
+scale, as in training); then the bottom rows are cropped to the height of the pipeline's ``EProPnPCrop`` (the top
+of a road image is sky; for a 16:9 image this is exactly the training crop), recorded in ``img_transform`` by
+``EProPnPCrop``, and the data preprocessor pads the batch to its ``pad_size_divisor``. A resize does not move the
+camera centre, so the boxes are in the camera frame of the image as given; 2D outputs are mapped back to its
+pixels (``docs/data_contract.md`` for the pixel conventions).
 
 :class:`EProPnPPredictor` runs a batch and returns one :class:`Prediction` per image with everything the model
 gives per box (pose covariance, optional Monte-Carlo pose samples, optional 2D-3D correspondences, optional v2
