@@ -135,7 +135,7 @@ def _is_int(value, lo: int, hi: Optional[int] = None) -> bool:
     return lo <= int(value) and (hi is None or int(value) <= hi)
 
 
-def _matrix_problem(value, name: str) -> Optional[str]:
+def _matrix_problem(value) -> Optional[str]:
     arr = _array(value, (4, 4))
     if arr is None:
         return f'is not a 4x4 matrix (got {np.shape(value) if value is not None else None})'
@@ -227,7 +227,7 @@ def image_problems(img: dict) -> List[tuple]:
         if key not in img:
             out.append((key, 'missing (camera calibration)'))
         else:
-            why = _matrix_problem(img[key], key)
+            why = _matrix_problem(img[key])
             if why:
                 out.append((key, why))
     return out
@@ -239,7 +239,7 @@ def sample_problems(info: dict) -> List[tuple]:
     if 'ego2global' not in info:
         out.append(('ego2global', 'missing (ego pose)'))
     else:
-        why = _matrix_problem(info['ego2global'], 'ego2global')
+        why = _matrix_problem(info['ego2global'])
         if why:
             out.append(('ego2global', why))
     lidar = info.get('lidar_points')
@@ -251,7 +251,7 @@ def sample_problems(info: dict) -> List[tuple]:
         if 'lidar2ego' not in lidar:
             out.append(('lidar_points.lidar2ego', 'missing (LiDAR calibration)'))
         else:
-            why = _matrix_problem(lidar['lidar2ego'], 'lidar2ego')
+            why = _matrix_problem(lidar['lidar2ego'])
             if why:
                 out.append(('lidar_points.lidar2ego', why))
     if not isinstance(info.get('images'), dict) or not info['images']:
