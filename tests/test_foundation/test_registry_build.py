@@ -42,6 +42,7 @@ def _tta_builder(registry, name):
 # name -> extra kwargs (dict) or builder callable. Keep entries minimal.
 MINIMAL_CFGS = {
     'EProPnPOptimWrapper': _optim_wrapper_builder,
+    'EProPnPAmpOptimWrapper': _optim_wrapper_builder,
     'EProPnPNuScenesDataset': dict(lazy_init=True),
     'EProPnPDet': _detector_builder,
     'EProPnPFlipTTAModel': _tta_builder,

@@ -16,9 +16,15 @@ def _problems(N=8, n=32, seed=0, **kw):
     return make_problems(N, n, generator=torch.Generator().manual_seed(seed), **kw)
 
 
+def _cuda(p):
+    """The problem dict on the GPU (tensors and the CameraParams)."""
+    return {k: (v.to('cuda') if hasattr(v, 'to') else v) for k, v in p.items()}
+
+
 def _mc_loss(layer, p, dtype, autocast, device_type='cpu', backend_seed=3):
-    x3d = p['x3d'].to(dtype).requires_grad_()
-    w2d = p['w2d'].to(dtype).requires_grad_()
+    # clone: .to() of a float32 tensor to float32 returns the problem's own tensor, whose .grad would accumulate
+    x3d = p['x3d'].to(dtype).clone().requires_grad_()
+    w2d = p['w2d'].to(dtype).clone().requires_grad_()
     gen = torch.Generator(device=p['x3d'].device).manual_seed(backend_seed)
     with torch.autocast(device_type, dtype=dtype if dtype != torch.float32 else torch.bfloat16, enabled=autocast):
         out = layer.monte_carlo_forward(x3d, p['x2d'].to(dtype), w2d, p['camera'], pose_init=p['pose_gt'],
@@ -98,12 +104,12 @@ def test_graph_buckets():
 @pytest.mark.gpu
 def test_lm_from_true_pose_cpu_equals_cuda_float64():
     p = _problems(64, 64, dtype=torch.float64)
-    q = {k: (v.cuda() if hasattr(v, 'cuda') else v) for k, v in p.items()}
+    q = _cuda(p)
     kw = dict(pose_init=p['pose_gt'], num_iter=10, backend='eager')
     a = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], **kw).pose
     b = solve_pnp(q['x3d'], q['x2d'], q['w2d'], q['camera'], **dict(kw, pose_init=q['pose_gt'])).pose.cpu()
     assert (a[:, :3] - b[:, :3]).norm(dim=-1).max() <= 1e-6
-    assert (a[:, 3] - b[:, 3]).abs().max() <= 1e-8
+    assert (a[:, 3] - b[:, 3]).abs().max() <= 1e-7  # radians (measured on an H200: 1.0e-8)
 
 
 @pytest.mark.gpu
@@ -112,7 +118,7 @@ def test_cuda_graph_equals_eager_without_randomness(N):
     """From the true pose without RSLM nothing is random: the graph replay (N padded to a bucket) must give the
     eager result up to float32 reduction order, on the first (capture) and on later (replay) calls."""
     _graphs.clear()
-    p = {k: (v.cuda() if hasattr(v, 'cuda') else v) for k, v in _problems(N, 96, seed=N).items()}
+    p = _cuda(_problems(N, 96, seed=N))
     kw = dict(pose_init=p['pose_gt'], num_iter=10, with_cov=True)
     ref = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], backend='eager', **kw)
     for _ in range(3):
@@ -128,7 +134,7 @@ def test_cuda_graph_rslm_draws_fresh_numbers_and_keeps_accuracy():
     """RSLM inside a graph: every replay draws new proposals from the generator (two calls differ somewhere), and
     the inference accuracy equals eager's (median translation error within 5 %)."""
     _graphs.clear()
-    p = {k: (v.cuda() if hasattr(v, 'cuda') else v) for k, v in _problems(256, 128, seed=7).items()}
+    p = _cuda(_problems(256, 128, seed=7))
     gen = torch.Generator(device='cuda').manual_seed(0)
     kw = dict(fast_mode=True, num_iter=5, generator=gen)
     g1 = solve_pnp(p['x3d'], p['x2d'], p['w2d'], p['camera'], backend='auto', init_num_iter=0, num_iter=0,
@@ -150,7 +156,7 @@ def test_mc_loss_cuda_graph_vs_eager_and_cpu():
     over seeds agrees within Monte-Carlo noise and every gradient is finite with equal norm within noise."""
     _graphs.clear()
     p = _problems(32, 64, seed=3)
-    q = {k: (v.cuda() if hasattr(v, 'cuda') else v) for k, v in p.items()}
+    q = _cuda(p)
     stats = {}
     for name, prob, backend in (('cpu', p, 'eager'), ('cuda_eager', q, 'eager'), ('cuda_graph', q, 'auto')):
         layer = EProPnP4DoF(mc_samples=128, num_iter=4, cost_backend=backend)
@@ -171,7 +177,7 @@ def test_mc_loss_cuda_graph_vs_eager_and_cpu():
 
 @pytest.mark.gpu
 def test_fp16_autocast_on_cuda_runs_the_layer_in_fp32():
-    p = {k: (v.cuda() if hasattr(v, 'cuda') else v) for k, v in _problems(16, 48, seed=5).items()}
+    p = _cuda(_problems(16, 48, seed=5))
     layer = EProPnP4DoF(mc_samples=64, num_iter=4, cost_backend='eager')
     x3d = p['x3d'].half().requires_grad_()
     w2d = p['w2d'].half().requires_grad_()

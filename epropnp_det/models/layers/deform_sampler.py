@@ -188,8 +188,9 @@ class EProPnPDeformableAttentionSampler(BaseModule):
             # geometry in float32 under mixed precision (no half-precision inverse; pixel coordinates of 1600 px
             # images keep 0.1 px only in float32)
             with torch.autocast(loc.device.type, enabled=False):
-                loc = loc.float()
-                inv = torch.linalg.inv(img_transforms.float())[img_inds]  # (N, 3, 3)
+                if loc.dtype in (torch.float16, torch.bfloat16):
+                    loc = loc.float()
+                inv = torch.linalg.inv(img_transforms.to(loc.dtype))[img_inds]  # (N, 3, 3)
                 x2d = apply_homography(inv[:, None], loc)  # (N, Hh, P, 2)
             if self.pixel_convention == 'v1':
                 x2d = x2d - 0.5

@@ -137,7 +137,10 @@ def _capture(fn: Callable, padded, generator) -> _Graph:
             fn(*g.static_in, generator)
     torch.cuda.current_stream(device).wait_stream(side)
     with _LOCK:
-        pool = _POOLS.setdefault(device.index or 0, torch.cuda.graph_pool_handle())
+        if os.environ.get('EPROPNP_CUDA_GRAPH_SHARED_POOL', '1') == '1':
+            pool = _POOLS.setdefault(device.index or 0, torch.cuda.graph_pool_handle())
+        else:
+            pool = None
     graph = torch.cuda.CUDAGraph()
     if generator is not None:
         graph.register_generator_state(generator)

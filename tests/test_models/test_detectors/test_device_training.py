@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from ._helpers import ROOT, backward_and_check_grads, build_detector
-from .test_variant_configs import _data
+from .test_v2_synthetic import _data as _data_v2
+from .test_variant_configs import _data as _data_v1
+
+
+def _data(model, training, path=''):
+    """v2 configs need the LiDAR depth points (``cam_pts_uvz``) of the v2 tests; v1 configs the RoI targets of the
+    variant tests."""
+    return _data_v2(model, training) if '_v2' in path else _data_v1(model, training)
 
 EPROPNP_CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'configs', 'epropnp_det_*.py')))
 # losses without Monte-Carlo draws or RSLM (FCOS classification / centre-ness / 2D box and the deterministic heads):
@@ -24,6 +31,10 @@ DETERMINISTIC = ('loss_cls', 'loss_centerness', 'loss_bbox', 'loss_dim', 'loss_d
 
 
 def _amp_iteration(model, dtype, device):
+    """One float32 and one mixed-precision loss + backward (lr 0, so both see the same weights). bf16 needs no
+    loss scale: every gradient must be finite. fp16 starts at GradScaler's scale 2^16, at which a randomly
+    initialised model's gradients can overflow: there the wrapper's step must skip the update (weights unchanged
+    and finite, the step counted), and the unscaled gradients must be finite once the scale is low enough."""
     from epropnp_det.engine import EProPnPAmpOptimWrapper, EProPnPOptimWrapper
     results = {}
     for name, amp in (('fp32', None), ('amp', dtype)):
@@ -37,8 +48,17 @@ def _amp_iteration(model, dtype, device):
         results[name] = {k: float(v.detach().float().sum()) for k, v in losses.items() if 'loss' in k}
         loss, _ = model.parse_losses(losses)
         wrapper.backward(loss)
-        if wrapper is not None and getattr(wrapper, 'loss_scaler', None) is not None:
-            wrapper.loss_scaler.unscale_(opt)
+        scaler = getattr(wrapper, 'loss_scaler', None)
+        if scaler is not None:  # fp16: the scaler's own overflow handling, then a low fixed scale
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            wrapper.step()
+            assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # lr 0 or skipped
+            model.zero_grad()
+            scaler.update(1.0)
+            with wrapper.optim_context(model):
+                loss, _ = model.parse_losses(model(**data, mode='loss'))
+            wrapper.backward(loss)
+            scaler.unscale_(opt)
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
         assert not bad, (name, bad)
     for k, v in results['fp32'].items():
@@ -60,7 +80,7 @@ def test_bf16_amp_iteration_on_cpu():
 def test_one_cuda_training_iteration(path):
     model = build_detector(path, pretrained=False).cuda()
     model.train()
-    data = _data(model, True)
+    data = _data(model, True, path)
     losses = model(**data, mode='loss')
     for k, v in losses.items():
         assert v.device.type == 'cuda' and torch.isfinite(v).all(), k
