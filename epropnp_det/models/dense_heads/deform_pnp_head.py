@@ -292,7 +292,15 @@ class EProPnPDeformPnPHead(BaseModule):
         centres, valid, num_dropped = self.center_target.get_targets(
             boxes3d, [g.bboxes.to(ref) for g in gt2d], list(meta['K']), list(meta['T']), list(meta['img_wh']),
             feat_hw)
-        keep = lambda t, b: t[valid[b]]  # noqa: E731
+        # the one host read of the ground-truth filtering: which objects each image keeps (the per-image list
+        # shapes below depend on it; the RoI branch filters Python lists with it); on the device the kept indices
+        # come from a stable sort, without another sync
+        flat_valid = torch.cat(valid).tolist() if valid else []
+        sizes = [int(v.shape[0]) for v in valid]
+        valid_host = [flat_valid[sum(sizes[:b]):sum(sizes[:b + 1])] for b in range(B)]
+        keep_idx = [torch.sort((~v).to(torch.uint8), stable=True).indices[:sum(vh)]
+                    for v, vh in zip(valid, valid_host)]
+        keep = lambda t, b: t[keep_idx[b]]  # noqa: E731
         boxes3d = [keep(t, b) for b, t in enumerate(boxes3d)]
         boxes2d = [keep(g.bboxes.to(ref), b) for b, g in enumerate(gt2d)]
         labels = [keep(g.labels_3d.to(ref.device).long(), b) for b, g in enumerate(gt3d)]
@@ -308,7 +316,8 @@ class EProPnPDeformPnPHead(BaseModule):
         # ---- object sampling
         M = points.shape[0]
         fg = targets.labels.reshape(-1) < self.num_classes
-        smp = self.object_sampler(fg, targets.centerness.reshape(-1), targets.gt_inds.reshape(-1), B)
+        smp = self.object_sampler(fg, targets.centerness.reshape(-1), targets.gt_inds.reshape(-1), B,
+                                  num_gts=sum(len(b) for b in boxes3d))
         img_inds, pt = smp.point_inds // M, smp.point_inds % M
         all_boxes, all_labels = torch.cat(boxes3d), torch.cat(labels)
         obj_labels = all_labels[smp.gt_inds]
@@ -318,14 +327,14 @@ class EProPnPDeformPnPHead(BaseModule):
         key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
         out = self.forward_subheads(emb, cen, strides[pt], img_inds, obj_labels, key_map, value_map, meta)
         losses.update(self.loss_objects(out, all_boxes[smp.gt_inds], obj_labels, img_inds, smp, meta,
-                                        self._gather_gt(gt3d, valid, smp.gt_inds, ref)))
+                                        self._gather_gt(gt3d, keep_idx, smp.gt_inds, ref)))
         if self.depth_branch is not None:
             losses.update(self.depth_branch.loss(value_map, self._cam_pts(batch_data_samples, ref), meta['K'],
                                                  meta['T'], meta['img_wh'], self.output_stride))
         if self.roi_aux is not None:
-            losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, valid, meta, key_map, value_map,
-                                            dense_x2d))
-        losses['num_dropped_centers'] = ref.new_tensor(float(num_dropped))
+            losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, valid_host, meta, key_map,
+                                            value_map, dense_x2d))
+        losses['num_dropped_centers'] = num_dropped.to(ref)
         return losses
 
     @staticmethod
@@ -337,19 +346,21 @@ class EProPnPDeformPnPHead(BaseModule):
         return [ds.cam_pts_uvz.to(ref) for ds in batch_data_samples]
 
     @staticmethod
-    def _gather_gt(gt3d, valid, gt_inds, ref) -> dict:
-        """Per-sample attribute / velocity targets (fields optional)."""
+    def _gather_gt(gt3d, keep_idx, gt_inds, ref) -> dict:
+        """Per-sample attribute / velocity targets (fields optional); ``keep_idx`` the kept gts per image."""
         out = {}
         for name in ('attr_labels', 'velocities', 'velocities_valid'):
             if all(name in g for g in gt3d):
-                vals = torch.cat([g[name].to(ref.device)[v] for g, v in zip(gt3d, valid)])
+                vals = torch.cat([g[name].to(ref.device)[k] for g, k in zip(gt3d, keep_idx)])
                 out[name] = vals[gt_inds]
         return out
 
-    def loss_roi_aux(self, out: dict, smp, all_boxes: Tensor, boxes2d: List[Tensor], gt3d: list, valid: list,
-                     meta: dict, key_map: Tensor, value_map: Tensor, dense_x2d: Optional[Tensor]) -> dict:
+    def loss_roi_aux(self, out: dict, smp, all_boxes: Tensor, boxes2d: List[Tensor], gt3d: list,
+                     valid_host: List[List[bool]], meta: dict, key_map: Tensor, value_map: Tensor,
+                     dense_x2d: Optional[Tensor]) -> dict:
         """Auxiliary losses on the RoIs of the active gts (unique sampled gts; spec §5.6). The samples' queries and
-        dims are averaged per gt with the row-normalised sample weights ``A`` (G, N)."""
+        dims are averaged per gt with the row-normalised sample weights ``A`` (G, N). ``valid_host``: per image,
+        which gts passed the volume-centre filter (host lists)."""
         active, A = active_gt_assignment(smp.gt_inds, smp.weights.to(all_boxes))
         img_of_gt = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device)
                                for i, b in enumerate(boxes2d)])[active]
@@ -359,8 +370,8 @@ class EProPnPDeformPnPHead(BaseModule):
         lidar_x3d = lidar_x2d = None
         if self.roi_aux.loss_regr is not None and all('x3d' in g and 'x2d' in g for g in gt3d):
             # per-gt LiDAR lists, filtered by the volume-centre validity like every other gt field
-            flat3d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x3d, valid[b].tolist()) if v]
-            flat2d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x2d, valid[b].tolist()) if v]
+            flat3d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x3d, valid_host[b]) if v]
+            flat2d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x2d, valid_host[b]) if v]
             lidar_x3d = [flat3d[i] for i in active.tolist()]
             lidar_x2d = [flat2d[i] for i in active.tolist()]
         return self.roi_aux.loss(rois, all_boxes[active], meta['K'][img_of_gt], meta['ori_hw'][img_of_gt],

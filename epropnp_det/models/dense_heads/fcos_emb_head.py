@@ -38,6 +38,7 @@ Optional 2D box branch (EPro-PnP-Det v2, spec §10.13; ``bbox_branch=(256,)``, o
   / ``max(reduce_mean(Σ ctr_t), 1e-6)`` (weight 0.5 in v2). The box only serves as an auxiliary task: it is neither
   computed nor used at test time.
 """
+import itertools
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -231,7 +232,7 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         num_imgs = len(gt_bboxes)
         if ignore_bboxes is None:
             ignore_bboxes = [b.new_zeros(0, 4) for b in gt_bboxes]
-        offsets = torch.cumsum(torch.tensor([0] + [len(b) for b in gt_bboxes[:-1]]), 0).tolist()
+        offsets = list(itertools.accumulate([0] + [len(b) for b in gt_bboxes[:-1]]))
         labels, ctr, inds, ign = multi_apply(self._get_targets_single, gt_bboxes, gt_labels, gt_centers,
                                              ignore_bboxes, offsets, points=points, strides=strides, ranges=ranges)
         if num_imgs == 0:
@@ -302,8 +303,9 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         ctrness = self.flatten(centernesses).reshape(-1)
         labels = targets.labels.reshape(-1)
         ctr_t = targets.centerness.reshape(-1)
-        pos = torch.nonzero(labels < self.num_classes, as_tuple=True)[0]
-        num_pos = max(reduce_mean(cls.new_tensor(float(len(pos)))).item(), 1.0)
+        pos = torch.nonzero(labels < self.num_classes, as_tuple=True)[0]  # host sync: the positives' count
+        # averaging factors stay on the device (no further synchronisation); filled, not copied from the host
+        num_pos = reduce_mean(torch.full((), float(len(pos)), dtype=cls.dtype, device=cls.device)).clamp(min=1.0)
         cls_weight = None
         if self.use_ignore:
             cls_weight = (~targets.ignore.reshape(-1)).to(cls.dtype)
@@ -324,7 +326,7 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         wh = all_boxes[g, 2:] - all_boxes[g, :2]
         err = (pos_ctr - all_centers[g]) / (self.center_error_scale * (wh + self.min_ref_length))
         w = ctr_t[pos]
-        ctr_sum = max(reduce_mean(w.sum().detach()).item(), 1e-6)
+        ctr_sum = reduce_mean(w.sum().detach()).clamp(min=1e-6)
         loss_rp = self.loss_rp(err, torch.zeros_like(err), weight=w[:, None].expand_as(err), avg_factor=2 * ctr_sum)
         loss_ctr = self.loss_centerness(ctrness[pos], w, avg_factor=num_pos)
         out = dict(loss_cls=loss_cls, loss_rp=loss_rp, loss_centerness=loss_ctr)

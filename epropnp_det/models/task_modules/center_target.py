@@ -161,12 +161,13 @@ class EProPnPVolumeCenter:
         """Batched :meth:`__call__`: per-image lists in, per-image lists out, plus the dropped-object count.
 
         Returns:
-            centres: list of (n_i, 2); valid: list of (n_i,) bool; num_dropped: int, invalid objects in the batch.
+            centres: list of (n_i, 2); valid: list of (n_i,) bool; num_dropped: 0-d long tensor, invalid objects in
+            the batch (kept on the device: no host synchronisation).
         """
         centres, valid = [], []
         for args in zip(boxes_3d, bboxes_2d, cam2img, img_transforms, img_wh):
             c, v = self(*args, feat_hw=feat_hw)
             centres.append(c)
             valid.append(v)
-        num_dropped = int(sum(int((~v).sum()) for v in valid))
+        num_dropped = torch.stack([(~v).sum() for v in valid]).sum() if valid else torch.zeros((), dtype=torch.long)
         return centres, valid, num_dropped

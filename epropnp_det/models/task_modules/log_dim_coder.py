@@ -40,7 +40,9 @@ class EProPnPMultiClassLogDimCoder:
         return self.log_means.shape[0]
 
     def _params(self, labels: Tensor, ref: Tensor):
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+        # checked where it is free (host tensors); on a device the check would synchronise (the labels are
+        # validated when the dataset is built, and an out-of-range index still fails in the gather below)
+        if labels.device.type == 'cpu' and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f'labels must be in [0, {self.num_classes}), got range '
                              f'[{int(labels.min())}, {int(labels.max())}]')
         return self.log_means.to(ref)[labels], self.rel_stds.to(ref)[labels]

@@ -30,10 +30,13 @@ class ObjectSamples(NamedTuple):
     importance: Tensor  # (N,) raw w_imp = prob / prob_mix
 
 
-def _group_sum(values: Tensor, groups: Tensor) -> Tensor:
-    """Σ of ``values`` over equal ``groups`` entries, gathered back to every entry: (N,) → (N,)."""
+def _group_sum(values: Tensor, groups: Tensor, num_groups: Optional[int] = None) -> Tensor:
+    """Σ of ``values`` over equal ``groups`` entries, gathered back to every entry: (N,) → (N,). With
+    ``num_groups`` (groups in ``[0, num_groups)``) no host synchronisation; without, ``unique`` relabels them."""
     if values.numel() == 0:
         return values
+    if num_groups is not None:
+        return values.new_zeros(num_groups).index_add_(0, groups, values)[groups]
     _, inverse = torch.unique(groups, return_inverse=True)
     sums = values.new_zeros(int(inverse.max()) + 1).index_add_(0, inverse, values)
     return sums[inverse]
@@ -55,7 +58,7 @@ class EProPnPObjectSampler:
         self.num_per_img, self.uniform_mix_ratio, self.eps = num_per_img, uniform_mix_ratio, eps
 
     def __call__(self, fg_mask: Tensor, centerness_targets: Tensor, gt_inds: Tensor, num_imgs: int,
-                 generator: Optional[torch.Generator] = None) -> ObjectSamples:
+                 generator: Optional[torch.Generator] = None, num_gts: Optional[int] = None) -> ObjectSamples:
         """
         Args:
             fg_mask: (M,) bool, foreground points (label < num_classes).
@@ -63,10 +66,12 @@ class EProPnPObjectSampler:
             gt_inds: (M,) long batch-global index of the assigned gt (ignored on background).
             num_imgs: B.
             generator: optional torch generator for reproducible draws.
+            num_gts: number of gts in the batch (``gt_inds < num_gts``); lets the per-gt sums run without a host
+                synchronisation.
         """
         device = centerness_targets.device
         fg = fg_mask.to(centerness_targets.dtype)
-        num_fg = int(fg_mask.sum())
+        num_fg = int(fg_mask.sum())  # one host read: the number of draws without replacement depends on it
         if num_fg == 0:
             empty_l = torch.zeros(0, dtype=torch.long, device=device)
             empty_f = centerness_targets.new_zeros(0)
@@ -84,13 +89,13 @@ class EProPnPObjectSampler:
             parts.append(torch.multinomial(prob_u, n_u, replacement=False, generator=generator))
         if n_r > 0:
             # all-zero centerness on the foreground would make `prob` invalid: fall back to uniform
-            p = prob if float(prob.sum()) > 0 else prob_u
+            p = torch.where(prob.sum() > 0, prob, prob_u)
             parts.append(torch.multinomial(p, n_r, replacement=True, generator=generator))
         idx = torch.cat(parts)
         w_imp = prob[idx] / prob_mix[idx]
         sample_gt = gt_inds[idx]
-        weights = w_imp / _group_sum(w_imp, sample_gt).clamp(min=self.eps)
+        weights = w_imp / _group_sum(w_imp, sample_gt, num_gts).clamp(min=self.eps)
         weights = weights / weights.mean().clamp(min=self.eps)
-        uniform = 1 / _group_sum(torch.ones_like(w_imp), sample_gt)
+        uniform = 1 / _group_sum(torch.ones_like(w_imp), sample_gt, num_gts)
         uniform = uniform / uniform.mean().clamp(min=self.eps)
         return ObjectSamples(idx, sample_gt, weights, uniform, w_imp)
