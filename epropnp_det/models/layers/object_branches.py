@@ -84,9 +84,8 @@ class EProPnPObjectBranches(BaseModule):
         velo = attr = None
         if self.velo_branch is not None:
             velo = self.velo_branch(h)
-            sign = torch.ones_like(velo)
-            sign[flip.bool(), 0] = -1
-            velo = velo * sign
+            # flipped images: negate the x velocity (a where, not a boolean-mask write: no host sync)
+            velo = torch.cat([torch.where(flip.bool()[:, None], -velo[:, :1], velo[:, :1]), velo[:, 1:]], dim=-1)
         if self.attr_branch is not None:
             attr = self.attr_branch(h)
         return ObjectBranchOutput(scale, score, dim_enc, dims, velo, attr)

@@ -131,8 +131,9 @@ class EProPnPPointSubnet(BaseModule):
         N, Hh, d, P = values.shape
         n = Hh * P
         x2d_pts = x2d.transpose(-1, -2).reshape(N, n, 2)
+        # flipped images: x mirrored (a where, not a boolean-mask write: no host sync)
         sign = torch.ones(N, 1, 2, dtype=values.dtype, device=values.device)
-        sign[flip.bool(), :, 0] = -1
+        sign = torch.where(flip.bool()[:, None, None] & (torch.arange(2, device=sign.device) == 0), -sign, sign)
         pos_in = x2d_pts.detach() if self.detach_pos_x2d else x2d_pts
         pos = self.pos_proj(self.normalise_x2d(pos_in * sign))  # (N, n, d)
         feats = (values.transpose(-1, -2) + self.query_scale(query)).reshape(N, n, d)
@@ -141,7 +142,8 @@ class EProPnPPointSubnet(BaseModule):
         feats = feats.reshape(-1, Hh, P, d).transpose(1, 2).reshape(-1, P, Hh * d)
         out = self.corr_reg(feats).reshape(-1, P, Hh, 5).transpose(1, 2).reshape(-1, n, 5)
         noc_sign = torch.ones(N, 1, 3, dtype=out.dtype, device=out.device)
-        noc_sign[flip.bool(), :, 2] = -1
+        noc_sign = torch.where(flip.bool()[:, None, None] & (torch.arange(3, device=out.device) == 2), -noc_sign,
+                               noc_sign)
         noc = out[..., :3] * noc_sign
         logits = out[..., 3:]
         w2d = logits.softmax(dim=1) * mask.reshape(N, n, 1)

@@ -247,7 +247,7 @@ class EProPnPRoIAuxBranch(BaseModule):
         res = self.corr_reg_aux(value_roi.reshape(G, self.embed_dims, rh * rw).transpose(1, 2))  # (G, rh·rw, Hh·5)
         res = res.reshape(G, rh * rw, Hh, 5).transpose(1, 2)  # (G, Hh, rh·rw, 5)
         sign = torch.ones(G, 1, 1, 3, dtype=res.dtype, device=res.device)
-        sign[flip.bool(), ..., 2] = -1
+        sign = torch.where(flip.bool()[:, None, None, None] & (torch.arange(3, device=res.device) == 2), -sign, sign)
         return RoIAuxOutput(x2d_roi, key_roi, res[..., :3] * sign, res[..., 3:])
 
     def attention(self, query: Tensor, key_roi: Tensor) -> Tensor:
@@ -307,7 +307,8 @@ class EProPnPRoIAuxBranch(BaseModule):
                                       self.proj_error_std, self.distance_min)
             err = err.reshape(G, self.num_heads, rh, rw, 2)
             log_mix = logsoftmax_across_rois(attn, rois, extra_dim=1)
-            avg = max(float(reduce_mean(err.new_tensor(float(G)))), 1.0) * rh * rw
+            # G is known on the host; the all-reduced factor stays on the device (no sync)
+            avg = reduce_mean(torch.full((), float(G), dtype=err.dtype, device=err.device)).clamp(min=1.0) * rh * rw
             losses['loss_proj'] = self.loss_proj(err, None, logstd=out.logstd.reshape(err.shape), log_mix=log_mix,
                                                  rois=rois, avg_factor=avg)
         if self.loss_regr is not None:

@@ -171,9 +171,10 @@ class MVDGaussianMixtureNLLLoss(nn.Module):
             mix = pred.new_full(pred.shape[:-1], 1.0 / pred.shape[self.dim])
         num = reduce_mean((inv_std.detach() * mix.detach()[..., None]).expand(pred.shape).sum())
         den = reduce_mean(mix.detach().sum() * D)
-        if float(den) > 0:  # same decision on every rank (all-reduced)
-            batch = num / den.clamp(min=self.eps)
-            self.mean_inv_std.mul_(1 - self.momentum).add_(self.momentum * batch.to(self.mean_inv_std))
+        # same decision on every rank (all-reduced); a where instead of an if: no host sync
+        batch = num / den.clamp(min=self.eps)
+        updated = self.mean_inv_std * (1 - self.momentum) + self.momentum * batch.to(self.mean_inv_std)
+        self.mean_inv_std.copy_(torch.where(den > 0, updated, self.mean_inv_std))
 
     def forward(self, pred: Tensor, target: Union[Tensor, int, None] = None, logstd: Optional[Tensor] = None,
                 log_mix: Optional[Tensor] = None, weight: Optional[Tensor] = None,
