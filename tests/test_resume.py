@@ -5,8 +5,8 @@ same losses, learning rate and data order (sample indices and flips of every bat
 mmengine's resume restores the model, optimizer, schedulers, message hub and iteration, and its
 ``IterBasedTrainLoop`` replays the dataloader up to the checkpoint (so the sampler order and the pipeline's numpy
 draws, the random flip, come back). It does not restore torch's RNG, which the model draws from (dropout, object
-sampler, Monte-Carlo pose samples): ``RestoreTorchRNGHook`` below saves it in the checkpoint and puts it back
-before the first iteration after a resume.
+sampler, Monte-Carlo pose samples): ``EProPnPRestoreTorchRNGHook`` (default runtime config) saves it in the
+checkpoint and puts it back before the first iteration after a resume.
 """
 import json
 import os
@@ -17,39 +17,11 @@ import sys
 import time
 
 import pytest
-import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'epropnp_det_r18_synthetic.py')
-
-
-@HOOKS.register_module(force=True)
-class RestoreTorchRNGHook(Hook):
-    """Saves torch's CPU (and CUDA) RNG state in every checkpoint and restores it before the first training
-    iteration after a resume (after mmengine has replayed the dataloader, whose pipeline draws from numpy only)."""
-
-    priority = 'VERY_LOW'
-
-    def __init__(self):
-        self._pending = None
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = dict(cpu=torch.get_rng_state())
-        if torch.cuda.is_available():
-            state['cuda'] = torch.cuda.get_rng_state_all()
-        checkpoint['torch_rng_state'] = state
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._pending = checkpoint.get('torch_rng_state')
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if self._pending is not None:
-            torch.set_rng_state(self._pending['cpu'])
-            if 'cuda' in self._pending and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._pending['cuda'])
-            self._pending = None
 
 
 @HOOKS.register_module(force=True)
@@ -80,7 +52,7 @@ param_scheduler = [
 train_cfg = dict(max_iters=8, val_interval=1000)
 default_hooks = dict(checkpoint=dict(interval=4, max_keep_ckpts=3), logger=dict(interval=1))
 log_processor = dict(window_size=1)
-custom_hooks = [dict(type='RestoreTorchRNGHook'), dict(type='ResumeProbeHook')]
+custom_hooks = [dict(type='EProPnPRestoreTorchRNGHook'), dict(type='ResumeProbeHook')]
 randomness = dict(seed=0, deterministic=True)
 train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root={root!r}))
 val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root={root!r}))

@@ -7,7 +7,8 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='Det3DVisualizationHook'))
-custom_hooks = [dict(type='EmptyCacheHook', after_epoch=True)]
+# EProPnPRestoreTorchRNGHook: torch's RNG state in the checkpoints, so that --resume continues exactly
+custom_hooks = [dict(type='EmptyCacheHook', after_epoch=True), dict(type='EProPnPRestoreTorchRNGHook')]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -54,3 +54,35 @@ class EProPnPLossRecorderHook(Hook):
             row = dict(iter=runner.iter + 1, **{k: v for k, v in zip(keys, vals.tolist())})
             with open(self._path, 'a') as f:
                 f.write(json.dumps(row) + '\n')
+
+
+@HOOKS.register_module()
+class EProPnPRestoreTorchRNGHook(Hook):
+    """Saves torch's CPU (and CUDA) RNG state in every checkpoint and restores it before the first training
+    iteration after a resume, so that ``--resume`` continues exactly (same losses as an uninterrupted run).
+
+    Why: mmengine's checkpoints restore model, optimizer, schedulers and the dataloader order (the pipeline draws
+    from numpy, which mmengine replays), but not torch's RNG, from which the model draws (dropout, the object
+    sampler, RSLM and the Monte-Carlo pose samples). Restoring happens after mmengine has replayed the dataloader.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self):
+        self._pending = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = dict(cpu=torch.get_rng_state())
+        if torch.cuda.is_available():
+            state['cuda'] = torch.cuda.get_rng_state_all()
+        checkpoint['torch_rng_state'] = state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._pending = checkpoint.get('torch_rng_state')
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._pending is not None:
+            torch.set_rng_state(self._pending['cpu'])
+            if 'cuda' in self._pending and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._pending['cuda'])
+            self._pending = None

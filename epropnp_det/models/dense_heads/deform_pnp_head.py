@@ -14,8 +14,9 @@ spec's weights (§5.8). Inference (``predict``): candidate selection, Gauss–Ne
 boxes, 2D NMS, rotated BEV NMS, ``pred_instances_3d`` with ``CameraInstance3DBoxes`` (box_dim 9) as mmdet3d's
 metric expects; the pose covariance (and optionally Monte-Carlo pose samples) are attached per detection.
 """
+import logging
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from mmcv.ops import batched_nms
 from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS, TASK_UTILS
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -326,8 +328,9 @@ class EProPnPDeformPnPHead(BaseModule):
         cen = self.fcos_head.select_centers(cen, obj_labels)
         key_map, value_map = self.dense_branch(dense_feats, meta['img_wh'], meta['pad_hw'])
         out = self.forward_subheads(emb, cen, strides[pt], img_inds, obj_labels, key_map, value_map, meta)
+        out, finite = self.exclude_nonfinite_objects(out)
         losses.update(self.loss_objects(out, all_boxes[smp.gt_inds], obj_labels, img_inds, smp, meta,
-                                        self._gather_gt(gt3d, keep_idx, smp.gt_inds, ref)))
+                                        self._gather_gt(gt3d, keep_idx, smp.gt_inds, ref), finite))
         if self.depth_branch is not None:
             losses.update(self.depth_branch.loss(value_map, self._cam_pts(batch_data_samples, ref), meta['K'],
                                                  meta['T'], meta['img_wh'], self.output_stride))
@@ -378,11 +381,39 @@ class EProPnPDeformPnPHead(BaseModule):
                                  meta['flip'][img_of_gt], meta['T'][img_of_gt], query, A @ out['dims'], key_map,
                                  value_map, dense_x2d=dense_x2d, lidar_x3d=lidar_x3d, lidar_x2d=lidar_x2d)
 
+    # object outputs checked by :meth:`exclude_nonfinite_objects`, with the value that replaces a non-finite object's
+    _OBJECT_OUTPUTS = dict(noc=0., x2d=0., w2d=0., dims=1., dim_enc=0., scale=1., score_logit=0., velo=0.,
+                           attr_logits=0.)
+
+    @classmethod
+    def exclude_nonfinite_objects(cls, out: dict) -> Tuple[dict, Tensor]:
+        """Objects whose outputs (``noc, x2d, w2d, dims, dim_enc, scale, score_logit, velo, attr_logits``) are all
+        finite: (N,) bool, and a copy of ``out`` in which the other objects' values are replaced by harmless ones.
+
+        ``torch.where`` sends exactly zero gradient to the replaced values, so one NaN/Inf object cannot turn a
+        training step's gradients into NaN (which would make the NaN-safe optimiser skip the whole step); the
+        losses give these objects zero weight and ``num_nonfinite_objects`` counts them. No host synchronisation.
+        """
+        N = out['noc'].shape[0]
+        finite = torch.ones(N, dtype=torch.bool, device=out['noc'].device)
+        for k in cls._OBJECT_OUTPUTS:
+            if out.get(k) is not None:
+                finite = finite & torch.isfinite(out[k]).reshape(N, -1).all(1)
+        clean = dict(out)
+        for k, fill in cls._OBJECT_OUTPUTS.items():
+            v = out.get(k)
+            if v is not None:
+                clean[k] = torch.where(finite.reshape(N, *([1] * (v.dim() - 1))), v, fill)
+        return clean, finite
+
     def loss_objects(self, out: dict, boxes: Tensor, labels: Tensor, img_inds: Tensor, smp, meta: dict,
-                     gt_extra: dict) -> dict:
-        """Object-level losses of the ``N`` samples (spec §5.4–5.7). ``boxes`` (N, 7) are their gt boxes."""
+                     gt_extra: dict, finite: Optional[Tensor] = None) -> dict:
+        """Object-level losses of the ``N`` samples (spec §5.4–5.7). ``boxes`` (N, 7) are their gt boxes;
+        ``finite`` (N,) bool (:meth:`exclude_nonfinite_objects`): objects with weight zero in every loss."""
         N = boxes.shape[0]
         w, w_u = smp.weights.to(boxes), smp.uniform_weights.to(boxes)
+        if finite is not None:
+            w, w_u = w * finite, w_u * finite
         avg = max(float(N), 1.0)
         noc, x2d, w2d, dims, scale = out['noc'], out['x2d'], out['w2d'], out['dims'], out['scale']
         dim_tgt = self.object_branches.dim_coder.encode(boxes[:, :3], labels)
@@ -436,6 +467,8 @@ class EProPnPDeformPnPHead(BaseModule):
                                              self.loss_reg_orient_cfg['loss_weight'])
             losses['ate'] = ((te * w).sum() / avg).detach()
         losses['norm_factor'] = self.loss_pose.norm_factor.detach().clone()
+        # objects left out of every loss for NaN/Inf outputs (0 when ``finite`` is not given)
+        losses['num_nonfinite_objects'] = (boxes.new_zeros(()) if finite is None else (~finite).sum().to(boxes))
         # ---- velocity and attributes (spec §5.7)
         if self.loss_velo is not None and out['velo'] is not None:
             if 'velocities' in gt_extra:
@@ -546,8 +579,19 @@ class EProPnPDeformPnPHead(BaseModule):
         bbox2d, in_front = project_boxes_2d(boxes, meta['K'][cand.img_inds], meta['ori_hw'][cand.img_inds].flip(-1),
                                             pixel_offset=0.5 if self.pixel_convention == 'v1' else 0.)
         wh = bbox2d[:, 2:] - bbox2d[:, :2]
-        ok = in_front & (wh.min(-1).values >= cfg['min_bbox_size']) & torch.isfinite(boxes).all(-1)
+        finite = torch.isfinite(boxes).all(-1) & torch.isfinite(scores)
+        ok = in_front & (wh.min(-1).values >= cfg['min_bbox_size']) & finite
         idx = ok.nonzero()[:, 0]
+        # read after the nonzero above has waited for the device anyway: candidates dropped for a NaN/Inf pose or
+        # score (e.g. non-finite network outputs, excluded by the PnP layer) are counted and reported
+        num_nonfinite = int((~finite).sum())
+        if num_nonfinite:
+            hub = MessageHub.get_current_instance()
+            total = hub.get_info('num_nonfinite_predictions', 0) + num_nonfinite
+            hub.update_info('num_nonfinite_predictions', total)
+            print_log(f'EProPnPDeformPnPHead.predict: {num_nonfinite} candidate(s) with a NaN/Inf pose or score gave '
+                      f'no box ({total} so far, MessageHub info "num_nonfinite_predictions")', logger='current',
+                      level=logging.WARNING)
         groups = cand.img_inds * self.num_classes + cand.labels
         if len(idx):
             _, k2d = batched_nms(bbox2d[idx].float(), scores[idx].float().contiguous(), groups[idx],

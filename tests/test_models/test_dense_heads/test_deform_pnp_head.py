@@ -73,7 +73,7 @@ def test_one_training_iteration_finite_losses_and_grads(solver_iters):
     losses = head.loss(feats(), samples)
     expected = {'loss_cls', 'loss_rp', 'loss_centerness', 'loss_dim', 'loss_pose', 'loss_score', 'loss_reg_pos',
                 'loss_reg_orient', 'loss_velo', 'loss_attr', 'ate', 'norm_factor', 'num_dropped_centers',
-                'num_nonfinite_pose'}
+                'num_nonfinite_pose', 'num_nonfinite_objects'}
     assert set(losses) == expected
     for k, v in losses.items():
         assert torch.isfinite(v).all(), k
