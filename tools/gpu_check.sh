@@ -112,6 +112,9 @@ stage step_overhead_r101_amp 100 "$PY" tools/benchmarks/step_overhead.py configs
 stage step_overhead_r18_amp 60 "$PY" tools/benchmarks/step_overhead.py configs/epropnp_det_r18_synthetic.py \
     --device cuda --data-root "$DATA" --batch-size 2 --repeats 10 --warmup 3 --amp fp16 \
     --json "$OUTDIR/step_overhead_r18_amp.json"
+if [[ -f tools/benchmarks/demo_speed.py ]]; then
+    stage demo_speed_cuda 60 "$PY" tools/benchmarks/demo_speed.py --devices cuda --num-images 16 --repeats 2
+fi
 
 log "summary (exit status per stage; 124 = time limit):"
 for k in "${!STATUS[@]}"; do echo "  $k: ${STATUS[$k]}"; done | sort

@@ -398,7 +398,8 @@ class EProPnPDeformPnPHead(BaseModule):
         finite = torch.ones(N, dtype=torch.bool, device=out['noc'].device)
         for k in cls._OBJECT_OUTPUTS:
             if out.get(k) is not None:
-                finite = finite & torch.isfinite(out[k]).reshape(N, -1).all(1)
+                finite = finite & torch.isfinite(out[k]).flatten(1).all(1) if out[k].dim() > 1 else \
+                    finite & torch.isfinite(out[k])
         clean = dict(out)
         for k, fill in cls._OBJECT_OUTPUTS.items():
             v = out.get(k)
