@@ -23,9 +23,12 @@ DEFAULT_CAMERAS = (('wide_640x360', 640, 360, 0.79), ('tele_800x600', 800, 600, 
 def render_camera_image(width: int, height: int, fx: float, fy: Optional[float] = None, cx: Optional[float] = None,
                         cy: Optional[float] = None, scene: int = 0, frame: int = 0, seed: int = 0,
                         camera: str = 'CAM_FRONT', min_visible_px: int = 30, pitch_deg: float = 0.0,
-                        roll_deg: float = 0.0) -> dict:
+                        roll_deg: float = 0.0, samples_per_scene: Optional[int] = None) -> dict:
     """Renders keyframe ``frame`` of generated scene ``scene`` (seed ``seed``) with a camera at the rig position
     of ``camera``, level or pitched / rolled by ``pitch_deg`` / ``roll_deg`` (:func:`~.level.tilt_rotation`).
+    ``samples_per_scene``: keyframes of the generated scene (its world depends on it); give the generator's value
+    (``tools/create_synthetic_nuscenes.py --samples-per-scene``, 10 by default) to render exactly the scenes of a
+    generated data set; None: ``max(frame + 1, 2)``.
 
     Returns:
         dict with ``img`` (H, W, 3) uint8 BGR, ``cam2img`` (3, 3) (OpenCV: pixel ``i`` centred on ``u = i``),
@@ -43,7 +46,11 @@ def render_camera_image(width: int, height: int, fx: float, fy: Optional[float] 
     fy = fx if fy is None else fy
     cx = (width - 1) / 2 if cx is None else cx
     cy = (height - 1) / 2 if cy is None else cy
-    setup = SceneSetup(GeneratorConfig(out_dir='', samples_per_scene=max(frame + 1, 2), seed=seed), scene)
+    if samples_per_scene is None:
+        samples_per_scene = max(frame + 1, 2)
+    elif not frame < samples_per_scene:
+        raise ValueError(f'frame {frame} is not a keyframe of a scene of {samples_per_scene} samples')
+    setup = SceneSetup(GeneratorConfig(out_dir='', samples_per_scene=int(samples_per_scene), seed=seed), scene)
     rig = next(c for c in setup.cameras if c.name == camera)
     K = np.array([[fx, 0., cx], [0., fy, cy], [0., 0., 1.]])
     cam2level = tilt_rotation(pitch_deg, roll_deg)
