@@ -7,4 +7,4 @@
 #   bash tools/dist_train.sh configs/epropnp_det_r101_coord_regr.py 4
 _base_ = ['./epropnp_det_r101.py']
 
-model = dict(bbox_head=dict(loss_regr=dict(type='mmdet.SmoothL1Loss', beta=0.05, loss_weight=0.25)))
+model = dict(bbox_head=dict(loss_regr=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=0.05, loss_weight=0.25)))

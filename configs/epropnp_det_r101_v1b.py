@@ -16,6 +16,6 @@ model = dict(
         fcos_head=dict(offset_cls_agnostic=False),
         pnp=dict(mc_samples=128),
         loss_pose=dict(loss_weight=0.5),
-        loss_regr=dict(type='mmdet.SmoothL1Loss', beta=0.05, loss_weight=0.25)),
+        loss_regr=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=0.05, loss_weight=0.25)),
     train_cfg=dict(roi_shape=(14, 14)))
 train_dataloader = dict(batch_size=6, num_workers=2)   # x 2 GPUs = 12 images per step

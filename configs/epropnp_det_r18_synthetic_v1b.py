@@ -13,5 +13,5 @@ model = dict(
         fcos_head=dict(offset_cls_agnostic=False),
         loss_pose=dict(loss_weight=0.5),
         loss_proj=dict(type='MVDGaussianMixtureNLLLoss', loss_weight=0.5),
-        loss_regr=dict(type='mmdet.SmoothL1Loss', beta=0.05, loss_weight=0.25)),
+        loss_regr=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=0.05, loss_weight=0.25)),
     train_cfg=dict(roi_shape=(14, 14)))

@@ -35,11 +35,11 @@ model = dict(
         object_sampler=dict(uniform_mix_ratio=0.5),
         pnp=dict(mc_samples=512, num_iter=4, normalize=True, solver_cfg=dict(num_iter=10)),
         loss_pose=dict(loss_weight=0.15, momentum=0.01),
-        loss_dim=dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=1.0),
+        loss_dim=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=1.0, loss_weight=1.0),
         loss_score=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
         loss_reg_pos=dict(loss_weight=0.05, beta=1.0),
         loss_reg_orient=dict(loss_weight=0.05),
-        loss_velo=dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=0.05),
+        loss_velo=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=1.0, loss_weight=0.05),
         loss_attr=dict(type='mmdet.CrossEntropyLoss', loss_weight=0.5),
         # auxiliary reprojection loss on gt RoIs (spec §5.6; the basic model has it, `no_reproj` drops it)
         # (loss_regr, the LiDAR coordinate regression, is off: head default None; coord_regr / v1b configs set it)

@@ -105,7 +105,7 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
                  norm_cfg: dict = dict(type='GN', num_groups=32, requires_grad=True),
                  loss_cls: dict = dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                                        loss_weight=1.0),
-                 loss_rp: dict = dict(type='mmdet.SmoothL1Loss', beta=1.0, loss_weight=1.0),
+                 loss_rp: dict = dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=1.0, loss_weight=1.0),
                  loss_centerness: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
                  bbox_coder: dict = dict(type='mmdet.DistancePointBBoxCoder'),
                  bbox_branch: Optional[Sequence[int]] = None,

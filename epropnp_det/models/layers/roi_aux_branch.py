@@ -115,7 +115,7 @@ def active_gt_assignment(gt_inds: Tensor, weights: Tensor) -> Tuple[Tensor, Tens
     Returns:
         active (G,) sorted unique gt indices; A (G, N) with ``A[g, s] = w_s·[gt_s = active_g] / Σ_s' (…)``.
     """
-    active, inverse = torch.unique(gt_inds, return_inverse=True)
+    active, inverse = torch.unique(gt_inds, return_inverse=True)  # host sync: G (the RoI count) depends on the draw
     A = (torch.arange(active.numel(), device=gt_inds.device)[:, None] == inverse[None]).to(weights.dtype)
     A = F.normalize(A * weights[None], p=1, dim=-1)
     return active, A
