@@ -38,6 +38,7 @@ the matched pairs (m, the devkit's ATE; mean and median), ``depth`` |error along
 import argparse
 import json
 import os.path as osp
+import re
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -88,6 +89,9 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--json', default=None, help='also write the rows (and the settings) to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # '-5,0' is an angle pair, not an option: a leading space keeps argparse from reading it as one
+    argv = [f' {a}' if re.fullmatch(r'-[\d.]+,-?[\d.]+', a) else a for a in argv]
     args = parser.parse_args(argv)
     if args.frames < 1 or args.frames > args.samples_per_scene:
         parser.error(f'--frames must be in 1..{args.samples_per_scene} (--samples-per-scene)')
