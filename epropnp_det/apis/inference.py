@@ -269,11 +269,14 @@ class EProPnPPredictor:
         seed: seed of the PnP's random initialisation and Monte-Carlo draws (``test_cfg.mc_seed``; None: global
             RNG).
         cfg_options: dict merged into the config.
+        rectify_border: how the image of a camera that is not level is filled where the level virtual camera
+            sees outside it (:func:`~epropnp_det.apis.level.rectify_image`: 'constant' black, 'replicate',
+            'reflect'); an attribute, may be changed between calls.
     """
 
     def __init__(self, config, checkpoint: Optional[str] = None, device: str = 'cpu', mc_samples: int = 0,
                  pred_depth: bool = False, with_points: bool = False, seed: Optional[int] = 0,
-                 cfg_options: Optional[dict] = None):
+                 cfg_options: Optional[dict] = None, rectify_border: str = 'constant'):
         from mmdet3d.apis import init_model
         from mmengine.config import Config
 
@@ -297,6 +300,7 @@ class EProPnPPredictor:
         self.geometry = InputGeometry.from_pipeline(cfg.test_dataloader.dataset.pipeline)
         self.pack = EProPnPPack3DDetInputs(keys=('img',))
         self.with_points = with_points
+        self.rectify_border = rectify_border
         meta = getattr(self.model, 'dataset_meta', None) or {}
         classes = meta.get('classes') or cfg.get('class_names') or \
             cfg.test_dataloader.dataset.get('metainfo', {}).get('classes')
@@ -331,7 +335,7 @@ class EProPnPPredictor:
             raise ValueError(f'{len(imgs)} images, {len(cam2imgs)} intrinsics, {len(names)} names, '
                              f'{len(cam2levels)} cam2level')
         conv = self.head.pixel_convention
-        homographies = [None if r is None else rectify_image(img, k, r, conv)
+        homographies = [None if r is None else rectify_image(img, k, r, conv, self.rectify_border)
                         for img, k, r in zip(imgs, cam2imgs, cam2levels)]
         model_imgs = [img if h is None else h[0] for img, h in zip(imgs, homographies)]
         packed, resizes = zip(*[self.prepare(img, k, n) for img, k, n in zip(model_imgs, cam2imgs, names)])

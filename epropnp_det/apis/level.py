@@ -46,15 +46,25 @@ def level_homography(cam2img, cam2level, convention: str = 'v1') -> np.ndarray:
     return shift @ K @ _check_rotation(cam2level) @ np.linalg.inv(K) @ np.linalg.inv(shift)
 
 
-def rectify_image(img: np.ndarray, cam2img, cam2level, convention: str = 'v1') -> Tuple[np.ndarray, np.ndarray]:
+#: how :func:`rectify_image` fills the pixels the level camera sees outside the real image (OpenCV border modes)
+BORDERS = ('constant', 'replicate', 'reflect')
+
+
+def rectify_image(img: np.ndarray, cam2img, cam2level, convention: str = 'v1',
+                  border: str = 'constant') -> Tuple[np.ndarray, np.ndarray]:
     """The image of the level virtual camera (same size and ``K``; pixels it sees outside the real image are
-    black), bilinear, and the continuous-pixel homography real → level (:func:`level_homography`)."""
+    black, or with ``border='replicate'`` / ``'reflect'`` the nearest edge pixel / the mirrored image), bilinear,
+    and the continuous-pixel homography real → level (:func:`level_homography`). A model trained without black
+    bands may miss objects near one (``tools/benchmarks/pitch_roll_accuracy.py``)."""
     import cv2
+    if border not in BORDERS:
+        raise ValueError(f'border must be one of {BORDERS}, got {border!r}')
+    mode = {'constant': cv2.BORDER_CONSTANT, 'replicate': cv2.BORDER_REPLICATE, 'reflect': cv2.BORDER_REFLECT}[border]
     H = level_homography(cam2img, cam2level, convention)
     to_cv = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.]])  # continuous → cv2 (integer = pixel centre)
     h, w = img.shape[:2]
     warped = cv2.warpPerspective(img, to_cv @ H @ np.linalg.inv(to_cv), (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                                 borderMode=mode, borderValue=0)
     return warped, H
 
 

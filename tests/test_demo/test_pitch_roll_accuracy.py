@@ -52,7 +52,7 @@ def _oracle(views):
     what a perfect level-assuming model sees, each box exactly positioned but upright in the real camera frame."""
     renders = {id(r['img']): r for vs in views.values() for r in vs}
 
-    def predict(imgs, cam2imgs, cam2levels):
+    def predict(imgs, cam2imgs, cam2levels, border):
         out = []
         for img, level in zip(imgs, cam2levels):
             r = renders[id(img)]
@@ -81,9 +81,9 @@ def test_oracle_predictions(oracle_views):
         if (pitch, roll) == (0.0, 0.0):
             continue
         cam = f'pitch {pitch:+g}°, roll {roll:+g}°'
-        rect, raw, ignored = (_row(rows, cam, p) for p in pra.PATHS)
+        rect, rect_rep, raw, ignored = (_row(rows, cam, p) for p in pra.PATHS)
         # rectified: exact; raw with the known tilt: exact positions, the upright boxes' yaw off by < 1°
-        for r in (rect, raw):
+        for r in (rect, rect_rep, raw):
             assert r['recall'] == 1.0 and r['precision'] == 1.0 and r['centre_mean'] < 1e-9
         assert rect['yaw_median_deg'] < 1e-6 and raw['yaw_median_deg'] < 1.0
         # tilt ignored: each box is off by the BEV part of c - Rᵀc (level frame x, z), computed here directly
@@ -100,3 +100,23 @@ def test_oracle_predictions(oracle_views):
         if ignored['matched'] == ok.sum():  # no box moved beyond its range or onto another object
             assert abs(ignored['centre_mean'] - err[ok].mean()) < 1e-6
         assert ignored['centre_mean'] > 0.01
+
+
+def test_rectify_border_fill():
+    """The band a camera pitched up does not see: black by default, edge pixels with ``border='replicate'``; the
+    rest of the warped picture is the same."""
+    from epropnp_det.apis.level import rectify_image, tilt_rotation
+    r = pra.render_views([1], 1, ['CAM_FRONT'], [], size=(320, 180))[(0.0, 0.0)][0]
+    R = tilt_rotation(-5.0, 0.0)
+    black, H = rectify_image(r['img'], r['cam2img'], R)
+    filled, H2 = rectify_image(r['img'], r['cam2img'], R, border='replicate')
+    np.testing.assert_array_equal(H, H2)
+    band = (black == 0).all(-1)
+    rows = np.flatnonzero(band.all(1))
+    assert len(rows) >= 10 and rows[-1] == len(band) - 1 and np.all(np.diff(rows) == 1)  # a band at the bottom
+    assert not (filled[rows] == 0).all(-1).any()
+    inner = np.zeros_like(band)
+    inner[:rows[0] - 2] = True                                   # above it (bilinear: 1 px of mixing)
+    np.testing.assert_array_equal(black[inner], filled[inner])
+    with pytest.raises(ValueError, match='border'):
+        rectify_image(r['img'], r['cam2img'], R, border='wrap')

@@ -19,6 +19,10 @@ Rows (``path``):
   ``cam2levels``, as ``tools/demo.py --pitch/--roll``); the boxes are rotated back into the real camera frame
   (:func:`~epropnp_det.apis.level.boxes_level_to_camera`, the demo JSON's ``center`` / ``rotation``) and placed in
   the world with the camera's true orientation.
+* ``rectified, replicated border``: the same with the band the level camera sees outside the real image filled
+  with the nearest edge pixels instead of black (``EProPnPPredictor(rectify_border='replicate')``; up to
+  ``f·tan(pitch)`` rows, 44 at 5° for the front camera at 640×360): a model trained without black bands may lose
+  the objects near one.
 * ``raw``: the tilted images as they are, the model treating the camera as level (its boxes are upright in the
   real camera frame), placed in the world with the camera's true orientation, i.e. the known tilt applied to the
   boxes instead of the image. This isolates what the image warp does.
@@ -54,7 +58,7 @@ sys.path.insert(0, REPO)
 DEFAULT_ANGLES = ((5.0, 0.0), (-5.0, 0.0), (0.0, 3.0), (0.0, -3.0), (5.0, 3.0), (-5.0, -3.0))
 #: level camera frame (x right, y down, z forward) → gravity-aligned z-up frame (x forward, y left, z up)
 LEVEL_TO_GROUND = np.array([[0., 0., 1.], [-1., 0., 0.], [0., -1., 0.]])
-PATHS = ('rectified', 'raw', 'raw, tilt ignored')
+PATHS = ('rectified', 'rectified, replicated border', 'raw', 'raw, tilt ignored')
 HEADER = ('camera', 'path', 'images', 'gt', 'preds', 'matched', 'recall', 'precision', 'centre mean (m)',
           'centre median (m)', 'depth median (m)', 'yaw median (°)', 'centre / level', 'recall / level')
 
@@ -85,6 +89,8 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help="the generator's seed")
     parser.add_argument('--score-thr', type=float, default=0.2)
     parser.add_argument('--dist-th', type=float, default=2.0, help='BEV centre distance of a match (m)')
+    parser.add_argument('--paths', nargs='+', default=list(PATHS), choices=PATHS, metavar='PATH',
+                        help=f'rows per tilted camera, of {list(PATHS)}')
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--json', default=None, help='also write the rows (and the settings) to this JSON file')
@@ -136,14 +142,15 @@ def render_views(scenes: Sequence[int], frames: int, cameras: Sequence[str], ang
 
 
 # ------------------------------------------------------------------------------------------------- predictions
-#: ``predict(imgs, cam2imgs, cam2levels) -> [(boxes (n, 7), labels (n,), scores (n,))]``: boxes in the level frame
-#: where ``cam2levels[i]`` is given (the rectification path), else in the camera frame (``EProPnPPredictor``'s
-#: convention)
-PredictFn = Callable[[list, list, list], List[Tuple[np.ndarray, np.ndarray, np.ndarray]]]
+#: ``predict(imgs, cam2imgs, cam2levels, border) -> [(boxes (n, 7), labels (n,), scores (n,))]``: boxes in the level
+#: frame where ``cam2levels[i]`` is given (the rectification path, filling by ``border``), else in the camera frame
+#: (``EProPnPPredictor``'s convention)
+PredictFn = Callable[[list, list, list, str], List[Tuple[np.ndarray, np.ndarray, np.ndarray]]]
 
 
 def model_predict_fn(predictor, batch_size: int = 4) -> PredictFn:
-    def predict(imgs, cam2imgs, cam2levels):
+    def predict(imgs, cam2imgs, cam2levels, border='constant'):
+        predictor.rectify_border = border
         out = []
         for i in range(0, len(imgs), batch_size):
             sl = slice(i, i + batch_size)
@@ -207,9 +214,13 @@ def score(gt, pred, class_names: Sequence[str], dist_th: float = 2.0) -> dict:
 
 
 def evaluate(views: Dict[Tuple[float, float], list], predict: PredictFn, class_names: Sequence[str],
-             score_thr: float = 0.2, dist_th: float = 2.0, eval_version: str = 'detection_cvpr_2019') -> List[dict]:
-    """One row per (camera, path) (the module docstring): ``dict(camera, pitch, roll, path, images, **score)``
-    plus the ratios to the level row."""
+             score_thr: float = 0.2, dist_th: float = 2.0, eval_version: str = 'detection_cvpr_2019',
+             paths: Sequence[str] = PATHS) -> List[dict]:
+    """One row per (camera, path in ``paths``) (the module docstring): ``dict(camera, pitch, roll, path, images,
+    **score)`` plus the ratios to the level row."""
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        raise ValueError(f'unknown paths {unknown}; choose from {PATHS}')
     from nuscenes.eval.detection.config import config_factory
 
     from epropnp_det.apis.level import boxes_level_to_camera
@@ -230,10 +241,10 @@ def evaluate(views: Dict[Tuple[float, float], list], predict: PredictFn, class_n
                           cam2world(r)))
         return items
 
-    def run(renders, rectify: bool):
+    def run(renders, rectify: bool, border: str = 'constant'):
         imgs = [r['img'] for r in renders]
         ks = [r['cam2img'] for r in renders]
-        return predict(imgs, ks, [r['cam2level'] if rectify else None for r in renders])
+        return predict(imgs, ks, [r['cam2level'] if rectify else None for r in renders], border)
 
     rows = []
     level = views[(0.0, 0.0)]
@@ -246,13 +257,17 @@ def evaluate(views: Dict[Tuple[float, float], list], predict: PredictFn, class_n
         if ang == (0.0, 0.0):
             continue
         gt = to_eval_boxes(gt_items(renders), class_names, class_range)
-        rect = run(renders, True)   # boxes in the level frame → real frame by cam2level → world by the tilt
-        raw = run(renders, False)   # boxes in the real camera frame, upright there
-        cases = {'rectified': pred_items(renders, rect, lambda r: r['cam2level'], lambda r: r['cam2level']),
-                 'raw': pred_items(renders, raw, lambda r: eye, lambda r: r['cam2level']),
-                 'raw, tilt ignored': pred_items(renders, raw, lambda r: eye, lambda r: eye)}
+        cases = {}
+        for path, border in (('rectified', 'constant'), ('rectified, replicated border', 'replicate')):
+            if path in paths:       # boxes in the level frame → real frame by cam2level → world by the tilt
+                cases[path] = pred_items(renders, run(renders, True, border), lambda r: r['cam2level'],
+                                         lambda r: r['cam2level'])
+        if 'raw' in paths or 'raw, tilt ignored' in paths:
+            raw = run(renders, False)   # boxes in the real camera frame, upright there
+            cases['raw'] = pred_items(renders, raw, lambda r: eye, lambda r: r['cam2level'])
+            cases['raw, tilt ignored'] = pred_items(renders, raw, lambda r: eye, lambda r: eye)
         name = f'pitch {ang[0]:+g}°, roll {ang[1]:+g}°'
-        for path in PATHS:
+        for path in [p for p in PATHS if p in paths]:
             rows.append(dict(camera=name, pitch=ang[0], roll=ang[1], path=path, images=len(renders),
                              **score(gt, to_eval_boxes(cases[path], class_names, class_range), class_names, dist_th)))
     ref = rows[0]
@@ -296,7 +311,7 @@ def main(argv=None, predict: Optional[PredictFn] = None) -> List[dict]:
         predict = model_predict_fn(predictor, args.batch_size)
     views = render_views(scenes, args.frames, cameras, args.angles, tuple(args.image_size), args.seed,
                          args.samples_per_scene)
-    rows = evaluate(views, predict, class_names, args.score_thr, args.dist_th)
+    rows = evaluate(views, predict, class_names, args.score_thr, args.dist_th, paths=args.paths)
     dt = time.perf_counter() - t0
     title = (f'{osp.basename(args.config)} {args.checkpoint}: scenes {scenes}, frames 0..{args.frames - 1}, '
              f'{len(cameras)} camera(s), {args.image_size[0]}x{args.image_size[1]}, score >= {args.score_thr}, '
