@@ -2,7 +2,7 @@
 images through the rectification path (``tools/demo.py --pitch/--roll``), and tilted images without it.
 
     python tools/benchmarks/pitch_roll_accuracy.py CONFIG CHECKPOINT [--num-scenes 2] [--frames 10]
-        [--cameras CAM_FRONT ...] [--angles 5,0 -5,0 0,3 0,-3 5,3 -5,-3] [--score-thr 0.2] [--image-size 640 360]
+        [--cameras CAM_FRONT ...] [--angles 5,0 -5,0 0,3 0,-3 5,3 -5,-3] [--score-thr 0.1] [--image-size 640 360]
         [--dist-th 2.0] [--json OUT] [--device cpu] [--cfg-options k=v ...]
 
 Scenes: the generator's scenes (``epropnp_det/apis/demo_images.py``, the same worlds as
@@ -87,7 +87,7 @@ def parse_args(argv=None):
                         metavar='PITCH,ROLL', help='tilted cameras, degrees')
     parser.add_argument('--image-size', type=int, nargs=2, default=[640, 360], metavar=('W', 'H'))
     parser.add_argument('--seed', type=int, default=0, help="the generator's seed")
-    parser.add_argument('--score-thr', type=float, default=0.2)
+    parser.add_argument('--score-thr', type=float, default=0.1)
     parser.add_argument('--dist-th', type=float, default=2.0, help='BEV centre distance of a match (m)')
     parser.add_argument('--paths', nargs='+', default=list(PATHS), choices=PATHS, metavar='PATH',
                         help=f'rows per tilted camera, of {list(PATHS)}')
@@ -214,7 +214,7 @@ def score(gt, pred, class_names: Sequence[str], dist_th: float = 2.0) -> dict:
 
 
 def evaluate(views: Dict[Tuple[float, float], list], predict: PredictFn, class_names: Sequence[str],
-             score_thr: float = 0.2, dist_th: float = 2.0, eval_version: str = 'detection_cvpr_2019',
+             score_thr: float = 0.1, dist_th: float = 2.0, eval_version: str = 'detection_cvpr_2019',
              paths: Sequence[str] = PATHS) -> List[dict]:
     """One row per (camera, path in ``paths``) (the module docstring): ``dict(camera, pitch, roll, path, images,
     **score)`` plus the ratios to the level row."""
