@@ -51,6 +51,8 @@ def parse_args(argv=None):
                              'level virtual camera and the boxes rotated back')
     parser.add_argument('--roll', type=float, default=None, metavar='DEG',
                         help='camera roll about the optical axis (degrees), like --pitch')
+    parser.add_argument('--rectify-border', default='replicate', choices=('replicate', 'constant', 'reflect'),
+                        help='fill of the band a level virtual camera sees outside a tilted image (constant: black)')
     parser.add_argument('--out-dir', default='work_dirs/demo')
     parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--score-thr', type=float, default=0.3, help='boxes below this score are not written')
@@ -163,7 +165,7 @@ def run(argv=None) -> list:
     predictor = EProPnPPredictor(args.config, args.checkpoint, device=args.device,
                                  mc_samples=args.mc_samples if 'orient' in views else 0,
                                  pred_depth='depth' in views, with_points='points' in views, seed=args.seed,
-                                 cfg_options=args.cfg_options)
+                                 cfg_options=args.cfg_options, rectify_border=args.rectify_border)
     if 'depth' in views and not predictor.has_depth:
         print(f'--views depth: {args.config} has no depth branch (v2 models only); no depth view is drawn')
         views.remove('depth')

@@ -270,13 +270,15 @@ class EProPnPPredictor:
             RNG).
         cfg_options: dict merged into the config.
         rectify_border: how the image of a camera that is not level is filled where the level virtual camera
-            sees outside it (:func:`~epropnp_det.apis.level.rectify_image`: 'constant' black, 'replicate',
-            'reflect'); an attribute, may be changed between calls.
+            sees outside it (:func:`~epropnp_det.apis.level.rectify_image`: 'replicate' the nearest edge pixel,
+            'constant' black, 'reflect'); an attribute, may be changed between calls. 'replicate' is the default
+            because a black band at the bottom of an upward-pitched camera cost the quick-start model about 40 % of
+            its recall, the replicated band none (``tools/benchmarks/pitch_roll_accuracy.py``).
     """
 
     def __init__(self, config, checkpoint: Optional[str] = None, device: str = 'cpu', mc_samples: int = 0,
                  pred_depth: bool = False, with_points: bool = False, seed: Optional[int] = 0,
-                 cfg_options: Optional[dict] = None, rectify_border: str = 'constant'):
+                 cfg_options: Optional[dict] = None, rectify_border: str = 'replicate'):
         from mmdet3d.apis import init_model
         from mmengine.config import Config
 

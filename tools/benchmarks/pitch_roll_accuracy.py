@@ -16,11 +16,12 @@ Rows (``path``):
 
 * ``level``: the level images, as in training.
 * ``rectified``: the tilted images warped to the level virtual camera (``EProPnPPredictor.predict`` with
-  ``cam2levels``, as ``tools/demo.py --pitch/--roll``); the boxes are rotated back into the real camera frame
+  ``cam2levels``, as ``tools/demo.py --pitch/--roll --rectify-border constant``), the band outside the real image
+  black; the boxes are rotated back into the real camera frame
   (:func:`~epropnp_det.apis.level.boxes_level_to_camera`, the demo JSON's ``center`` / ``rotation``) and placed in
   the world with the camera's true orientation.
 * ``rectified, replicated border``: the same with the band the level camera sees outside the real image filled
-  with the nearest edge pixels instead of black (``EProPnPPredictor(rectify_border='replicate')``; up to
+  with the nearest edge pixels instead of black (``EProPnPPredictor``'s and the demo's default; up to
   ``f·tan(pitch)`` rows, 44 at 5° for the front camera at 640×360): a model trained without black bands may lose
   the objects near one.
 * ``raw``: the tilted images as they are, the model treating the camera as level (its boxes are upright in the
