@@ -33,7 +33,7 @@ model = dict(
         object_branches=dict(dim_cls_agnostic=False, pred_velo=True, pred_attr=True, num_attrs=9),
         center_target=dict(faces_per_pixel=16, min_box_size=4.0),
         object_sampler=dict(uniform_mix_ratio=0.5),
-        pnp=dict(mc_samples=512, num_iter=4, normalize=True, solver_cfg=dict(num_iter=10)),
+        pnp=dict(mc_samples=512, num_iter=4, normalize=True, solver_cfg=dict(num_iter=10), cost_backend='auto'),
         loss_pose=dict(loss_weight=0.15, momentum=0.01),
         loss_dim=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=1.0, loss_weight=1.0),
         loss_score=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),

@@ -18,6 +18,6 @@ model = dict(
                           positional_encoding=dict(type='EProPnPSinePositionalEncoding', num_feats=32)),
         sampler=dict(ffn_cfg=dict(feedforward_channels=256, num_fcs=2, ffn_drop=0.1)),
         point_subnet=dict(feedforward_channels=64),
-        pnp=dict(mc_samples=64, num_iter=4, solver_cfg=dict(num_iter=10))),
+        pnp=dict(mc_samples=64, num_iter=4, solver_cfg=dict(num_iter=10), cost_backend='auto')),
     train_cfg=dict(num_obj_samples_per_img=16),
     test_cfg=dict(max_per_img=100))

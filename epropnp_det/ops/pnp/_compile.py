@@ -3,11 +3,15 @@
 
 Why: on CPU the solvers and the Monte-Carlo cost are chains of 50–200 element-wise ops over ``(*, N, n)`` planes;
 eager PyTorch reads and writes every intermediate, inductor fuses each chain into one loop (5–10× faster here).
-The price is a one-off compilation per process and kernel signature (seconds with a warm inductor cache,
-tens of seconds on a cold one), so compilation is used only for large calls (``backend='auto'``).
+The price is a one-off compilation per process and kernel signature (10–120 s on a 2-core CPU with a warm
+inductor cache, minutes on a cold one), so compilation is **opt-in**: with the default backend the first call of
+every function takes at most a few seconds in a fresh process (``tools/benchmarks/pnp_first_call.py`` measures
+it).
 
-Backends: ``'eager'`` never compiles, ``'compile'`` always does, ``'auto'`` compiles when a call evaluates at
-least :data:`AUTO_COMPILE_MIN_POINTS` (pose, point) pairs. The environment variable
+Backends: ``'default'`` (the default everywhere) never compiles; on a GPU it replays the no-grad stages as CUDA
+graphs (:mod:`._graphs`, seconds to capture). ``'eager'`` never compiles and never captures. ``'auto'`` (what the
+detector's configs use) is ``'default'`` plus compilation of calls that evaluate at least
+:data:`AUTO_COMPILE_MIN_POINTS` (pose, point) pairs. ``'compile'`` always compiles. The environment variable
 ``EPROPNP_DISABLE_COMPILE=1`` forces eager everywhere; if a compilation fails (no C++ compiler, unsupported device)
 a warning is issued once and the rest of the process runs eagerly. Compiled functions must be pure (no side
 effects), so that falling back after a failure gives the same result.
@@ -17,7 +21,9 @@ import warnings
 
 import torch
 
-__all__ = ['AUTO_COMPILE_MIN_POINTS', 'use_compile', 'call']
+__all__ = ['AUTO_COMPILE_MIN_POINTS', 'BACKENDS', 'use_compile', 'call']
+
+BACKENDS = ('default', 'eager', 'auto', 'compile')
 
 # auto backend: compile only when one call evaluates at least this many (pose, point) pairs
 AUTO_COMPILE_MIN_POINTS = 1 << 18
@@ -28,9 +34,9 @@ _STATE = {'failed': False}
 
 def use_compile(backend: str, num_points: int) -> bool:
     """Whether ``backend`` asks for the compiled kernels for a call over ``num_points`` (pose, point) pairs."""
-    if backend not in ('auto', 'eager', 'compile'):
-        raise ValueError(f"backend must be 'auto', 'eager' or 'compile', got {backend!r}")
-    if backend == 'eager' or _STATE['failed'] or os.environ.get('EPROPNP_DISABLE_COMPILE', '0') == '1':
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if backend in ('eager', 'default') or _STATE['failed'] or os.environ.get('EPROPNP_DISABLE_COMPILE', '0') == '1':
         return False
     return backend == 'compile' or num_points >= AUTO_COMPILE_MIN_POINTS
 

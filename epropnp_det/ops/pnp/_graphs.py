@@ -23,7 +23,7 @@ Mechanics (:func:`run`):
 * If capture fails (an op that cannot be captured, an old torch), a warning is issued once and the stage runs
   eagerly for the rest of the process. ``EPROPNP_DISABLE_CUDA_GRAPHS=1`` turns graphs off.
 
-Used only for CUDA tensors with ``backend='auto'`` (see :func:`enabled`); the CPU never takes this path.
+Used only for CUDA tensors with ``backend='default'`` or ``'auto'`` (see :func:`enabled`); the CPU never takes this path.
 """
 import os
 import threading
@@ -43,8 +43,9 @@ MAX_GRAPHS = 64  # oldest graphs are dropped beyond this (their pool memory is r
 
 
 def enabled(backend: str, device: torch.device) -> bool:
-    """Whether a stage on ``device`` with ``backend`` runs through CUDA graphs (``'auto'`` on CUDA only)."""
-    return (backend == 'auto' and device.type == 'cuda' and not _STATE['failed']
+    """Whether a stage on ``device`` with ``backend`` runs through CUDA graphs (``'default'`` or ``'auto'``, on
+    CUDA only)."""
+    return (backend in ('default', 'auto') and device.type == 'cuda' and not _STATE['failed']
             and os.environ.get('EPROPNP_DISABLE_CUDA_GRAPHS', '0') != '1'
             and not torch.cuda.is_current_stream_capturing())
 

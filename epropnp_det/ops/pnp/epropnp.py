@@ -38,8 +38,9 @@ from .cost import adaptive_huber_delta
 from .distributions import AngularCentralGaussian, MultivariateStudentT, VonMisesUniformMix, cholesky_with_fallback
 from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
 from .rotation import quaternion_tangent_matrix
+from .robust import check_robust
 from .sampled_cost import _flush_tiny, _sampled_cost, sampled_pnp_cost  # noqa: F401  (re-exported, old home)
-from .solver import default_chunk_elems, solve_pnp
+from .solver import compute_pose_plus, default_chunk_elems, solve_pnp
 from .types import CameraParams, PnPSolution
 
 __all__ = ['exclude_nonfinite', 'sampled_pnp_cost', 'Proposal4DoF', 'Proposal6DoF', 'PoseSamples', 'amis',
@@ -210,6 +211,9 @@ class PoseSamples:
             i.e. an independent solve sharing the RSLM draws (detached), or ``None``.
         valid: (N,) bool with ``nonfinite='exclude'``: objects whose inputs were all finite (the others have NaN
             outputs and zero gradients), or ``None``.
+        pose_plus: (N, D) with ``with_pose_plus=True``: ``pose_opt`` plus one differentiable Gauss-Newton step
+            (:func:`.solver.compute_pose_plus`, caller's frame), the input of the derivative regularisation on the
+            training solution (:func:`.regularization.derivative_reg_losses`), or ``None``.
     """
     pose_opt: Tensor
     pose_cov: Tensor
@@ -221,6 +225,7 @@ class PoseSamples:
     offset: Optional[Tensor] = None
     pose_free: Optional[Tensor] = None
     valid: Optional[Tensor] = None
+    pose_plus: Optional[Tensor] = None
 
     @property
     def log_normalizer(self) -> Tensor:
@@ -236,7 +241,8 @@ class PoseSamples:
 @fp32
 def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, proposal0,
          num_samples: int = 512, num_iter: int = 4, generator: Optional[torch.Generator] = None,
-         chunk_elems: Optional[int] = None, backend: str = 'auto') -> Tuple[Tensor, Tensor, object]:
+         chunk_elems: Optional[int] = None, backend: str = 'default',
+         robust: str = 'huber') -> Tuple[Tensor, Tensor, object]:
     """Adaptive multiple importance sampling (paper Algorithm 1, spec §2.7) from a first proposal.
 
     Args:
@@ -245,18 +251,18 @@ def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Ten
         num_samples: K, total samples; ``num_samples / num_iter`` per round (must divide).
         num_iter: AMIS rounds (proposals).
         generator: torch RNG for every draw.
-        chunk_elems, backend: see :func:`sampled_pnp_cost`.
+        chunk_elems, backend, robust: see :func:`sampled_pnp_cost`.
 
     Returns:
         samples (K, N, D) (detached), logw (K, N) (differentiable through the cost), stacked proposals (I, N, ...).
     """
     samples, logw, props, _ = _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, generator,
-                                    chunk_elems, backend)
+                                    chunk_elems, backend, robust=check_robust(robust))
     return samples, logw, props
 
 
 def _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, generator, chunk_elems, backend,
-          extra_poses=None):
+          extra_poses=None, robust='huber'):
     """:func:`amis`, plus the differentiable costs (E, N) of ``extra_poses`` (E, N, D) (e.g. the training
     target), or ``None``.
 
@@ -274,7 +280,7 @@ def _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, genera
     extra = None if extra_poses is None else extra_poses.detach()
     tensors = (x3d.detach(), x2d.detach(), w2d.detach(), delta.detach(), camera.cam_mats.detach(),
                camera.lb.detach(), camera.ub.detach(), extra, *fields)
-    static = (cls, int(num_samples), int(num_iter), int(chunk_elems), float(camera.z_min))
+    static = (cls, int(num_samples), int(num_iter), int(chunk_elems), float(camera.z_min), robust)
     out = None
     if _graphs.enabled(backend, x3d.device):
         out = _graphs.run('amis', lambda *t: _amis_nograd(*t[:-1], generator=t[-1], static=static,
@@ -287,7 +293,8 @@ def _amis(x3d, x2d, w2d, camera, delta, proposal0, num_samples, num_iter, genera
     samples, costs, mix, prop_fields = out
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x3d, x2d, w2d, delta)):
         poses = samples if extra is None else torch.cat([samples, extra])
-        costs = _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=costs)
+        costs = _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=costs,
+                              robust=robust)
     logw = -costs[:num_samples] - mix
     extra_cost = costs[num_samples:] if extra is not None else None
     return samples, logw, cls(*prop_fields), extra_cost
@@ -298,7 +305,7 @@ def _amis_nograd(x3d, x2d, w2d, delta, cam_mats, lb, ub, extra_poses, *prop0_fie
 
     Returns ``samples (K, N, D)``, ``costs (K + E, N)`` (samples, then ``extra_poses``), the balance-heuristic
     mixture ``log q̄ (K, N)`` and the stacked proposal fields ``(I, N, ...)``."""
-    cls, num_samples, num_iter, chunk_elems, z_min = static
+    cls, num_samples, num_iter, chunk_elems, z_min, robust = static
     camera = CameraParams(cam_mats, lb, ub, z_min)
     S, I = num_samples // num_iter, num_iter
     N = x3d.shape[0]
@@ -308,7 +315,7 @@ def _amis_nograd(x3d, x2d, w2d, delta, cam_mats, lb, ub, extra_poses, *prop0_fie
         prop = props[i]
         smp = prop.sample(S, generator=generator)
         samples.append(smp)
-        costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend))
+        costs.append(sampled_pnp_cost(x3d, x2d, w2d, smp, camera, delta, chunk_elems, backend, robust))
         all_smp = torch.stack(samples)  # (i+1, S, N, D)
         logq[i, :i + 1] = prop.log_prob(all_smp)
         if i > 0:  # old proposals on the new samples: params (i, 1, N, ...) vs samples (S, N, D)
@@ -327,7 +334,7 @@ def _amis_nograd(x3d, x2d, w2d, delta, cam_mats, lb, ub, extra_poses, *prop0_fie
     if extra_poses is not None:
         # the extra poses' values in eager mode (a handful of poses; the fused kernels are sized for many)
         costs = torch.cat([costs, sampled_pnp_cost(x3d, x2d, w2d, extra_poses, camera, delta, chunk_elems,
-                                                   'eager')])
+                                                   'eager', robust)])
     stacked = _stack_proposals(props)
     return samples, costs, mix.reshape(num_samples, N), tuple(getattr(stacked, f) for f in cls.__dataclass_fields__)
 
@@ -384,9 +391,13 @@ class EProPnPBase(nn.Module):
         relative_delta: adaptive Huber δ factor used when no ``delta`` is passed.
         solver_cfg: keyword arguments of :func:`.solver.solve_pnp` for the training solve
             (default: 10 trust-region LM iterations after RSLM init).
-        chunk_elems, cost_backend: chunking and backend (``'auto'``, ``'eager'``, ``'compile'``) of
-            :func:`sampled_pnp_cost`; the backend is also the default ``backend`` of the solver
-            (:func:`.solver.solve_pnp`). ``'auto'`` on a GPU replays the no-grad stages as CUDA graphs.
+        chunk_elems, cost_backend: chunking and backend (``'default'``, ``'eager'``, ``'auto'``, ``'compile'``,
+            see :mod:`._compile`) of :func:`sampled_pnp_cost`; the backend is also the default ``backend`` of the
+            solver (:func:`.solver.solve_pnp`). ``'default'`` never compiles (a first call takes seconds);
+            ``'auto'`` compiles large calls (the detector's configs opt in); both replay the no-grad stages as CUDA
+            graphs on a GPU.
+        robust: ``'huber'`` (default, the published method) or ``'cauchy'`` robust reprojection cost
+            (:mod:`.robust`), used by the solver, the Monte-Carlo samples and ``pose_plus`` alike.
         nonfinite: what a non-finite input (NaN/Inf in x3d, x2d, w2d, δ or pose_init) does: ``'raise'`` (a
             ``ValueError`` naming the field; one host synchronisation per call) or ``'exclude'`` (no
             synchronisation: such objects get NaN outputs — which :class:`.losses.MonteCarloPoseLoss` excludes and
@@ -395,8 +406,8 @@ class EProPnPBase(nn.Module):
     proposal_cls = Proposal4DoF
 
     def __init__(self, mc_samples: int = 512, num_iter: int = 4, normalize: bool = True, relative_delta: float = 0.5,
-                 solver_cfg: Optional[dict] = None, chunk_elems: Optional[int] = None, cost_backend: str = 'auto',
-                 nonfinite: str = 'raise'):
+                 solver_cfg: Optional[dict] = None, chunk_elems: Optional[int] = None,
+                 cost_backend: str = 'default', nonfinite: str = 'raise', robust: str = 'huber'):
         super().__init__()
         if nonfinite not in ('raise', 'exclude'):
             raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
@@ -408,6 +419,7 @@ class EProPnPBase(nn.Module):
         self.solver_cfg = dict(num_iter=10) if solver_cfg is None else dict(solver_cfg)
         self.chunk_elems = None if chunk_elems is None else int(chunk_elems)
         self.cost_backend = str(cost_backend)
+        self.robust = check_robust(robust)
 
     @property
     def dof(self) -> int:
@@ -415,7 +427,20 @@ class EProPnPBase(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'dof={self.dof}, mc_samples={self.mc_samples}, num_iter={self.num_iter}, '
-                f'normalize={self.normalize}, solver_cfg={self.solver_cfg}')
+                f'normalize={self.normalize}, solver_cfg={self.solver_cfg}, robust={self.robust!r}')
+
+    def check_pose(self, pose: Optional[Tensor], name: str = 'pose_init') -> None:
+        """Raise a ``ValueError`` if ``pose`` (N, D) does not have this layer's parameterisation (e.g. a (N, 7)
+        quaternion pose given to the 4-DoF layer, which would otherwise fail later on shapes)."""
+        if pose is None:
+            return
+        want = 4 if self.dof == 4 else 7
+        if pose.dim() != 2 or pose.shape[-1] != want:
+            layout = '[x, y, z, yaw]' if self.dof == 4 else '[x, y, z, w, i, j, k]'
+            other = ('use EProPnP6DoF for (N, 7) quaternion poses' if self.dof == 4
+                     else 'use EProPnP4DoF for (N, 4) yaw poses')
+            raise ValueError(f'{type(self).__name__}: {name} must be (N, {want}) {layout}, got '
+                             f'{tuple(pose.shape)}; {other}')
 
     def _delta(self, x2d: Tensor, w2d: Tensor, delta: Optional[Tensor]) -> Tensor:
         # v1 behaviour: δ from x2d.detach() and a differentiable w2d
@@ -426,9 +451,10 @@ class EProPnPBase(nn.Module):
               **kwargs) -> PnPSolution:
         """Forward to :func:`.solver.solve_pnp` with this layer's dof/normalisation and solver settings;
         ``kwargs`` override per call (e.g. ``fast_mode=True, num_iter=5`` for inference)."""
-        cfg = dict(dict(backend=self.cost_backend), **self.solver_cfg)
+        cfg = dict(dict(backend=self.cost_backend, robust=self.robust), **self.solver_cfg)
         cfg.update(normalize=self.normalize, dof=self.dof)
         cfg.update(kwargs)
+        self.check_pose(cfg.get('pose_init'))
         if self.nonfinite == 'raise':
             return solve_pnp(x3d, x2d, w2d, camera, self._delta(x2d, w2d, delta).detach(), **cfg)
         valid, x3d, x2d, w2d, delta, pose_init = exclude_nonfinite(x3d, x2d, w2d, delta, cfg.pop('pose_init', None))
@@ -457,12 +483,18 @@ class EProPnPBase(nn.Module):
             mc_samples: override ``self.mc_samples`` for this call (must be divisible by ``num_iter``).
             **solver_kwargs: per-call overrides of the solver settings; ``with_free_solution=True`` (with
                 ``pose_init``) also returns ``pose_free``, the solution of an independent solve from the same
-                RSLM draws (see :func:`.solver.solve_pnp`).
+                RSLM draws (see :func:`.solver.solve_pnp`); ``with_pose_plus=True`` also returns ``pose_plus``,
+                ``pose_opt`` (the training solution) plus one differentiable Gauss-Newton step, for the
+                derivative regularisation on the training solution as in the original's 6-DoF training
+                (:func:`.regularization.derivative_reg_losses`).
 
         Returns:
             :class:`PoseSamples`.
         """
         K = self.mc_samples if mc_samples is None else int(mc_samples)
+        self.check_pose(pose_init)
+        solver_kwargs = dict(solver_kwargs)
+        with_pose_plus = bool(solver_kwargs.pop('with_pose_plus', False))
         valid = None
         if self.nonfinite == 'exclude':
             valid, x3d, x2d, w2d, delta, pose_init = exclude_nonfinite(x3d, x2d, w2d, delta, pose_init)
@@ -472,9 +504,10 @@ class EProPnPBase(nn.Module):
         x3d_n, pose_init_n = x3d, pose_init
         if self.normalize:
             offset, x3d_n, pose_init_n = pnp_normalize(x3d, pose_init)
-        cfg = dict(dict(backend=self.cost_backend), **self.solver_cfg)
+        cfg = dict(dict(backend=self.cost_backend, robust=self.robust), **self.solver_cfg)
         cfg.update(dof=self.dof)
         cfg.update(solver_kwargs)
+        robust = cfg['robust']
         cfg.update(normalize=False, with_cov=True, pose_init=pose_init_n, force_init_solve=force_init_solve,
                    generator=generator)
         sol = solve_pnp(x3d_n, x2d, w2d, camera, delta.detach(), **cfg)
@@ -483,7 +516,7 @@ class EProPnPBase(nn.Module):
         # the target's cost shares the samples' backward pass (one fused gradient kernel)
         samples, logw, props, cost_init = _amis(
             x3d_n, x2d, w2d, camera, delta, prop0, K, self.num_iter, generator, self.chunk_elems, self.cost_backend,
-            extra_poses=None if pose_init_n is None else pose_init_n.detach()[None])
+            extra_poses=None if pose_init_n is None else pose_init_n.detach()[None], robust=robust)
         if cost_init is not None:
             cost_init = cost_init[0]
         pose_opt, pose_cov, pose_free = sol.pose, sol.cov, sol.pose_free
@@ -492,10 +525,15 @@ class EProPnPBase(nn.Module):
             pose_opt = pnp_denormalize(offset, pose_opt)
             samples = pnp_denormalize(offset, samples)
             pose_free = None if pose_free is None else pnp_denormalize(offset, pose_free)
+        pose_plus = None
+        if with_pose_plus:  # from the caller's frame, with the normalisation order of compute_pose_plus
+            pose_plus = compute_pose_plus(x3d, x2d, w2d, pose_opt, camera, delta, normalize=self.normalize,
+                                          eps=cfg.get('eps', 1e-5), robust=robust)
         return PoseSamples(pose_opt=_mark(valid, pose_opt), pose_cov=_mark(valid, pose_cov),
                            cost_opt=_mark(valid, sol.cost), pose_samples=_mark(valid, samples, 1),
                            logw=_mark(valid, logw, 1), cost_init=_mark(valid, cost_init), proposal=props,
-                           offset=offset, pose_free=_mark(valid, pose_free), valid=valid)
+                           offset=offset, pose_free=_mark(valid, pose_free), valid=valid,
+                           pose_plus=_mark(valid, pose_plus))
 
 
 class EProPnP4DoF(EProPnPBase):

@@ -28,6 +28,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .robust import irls_weight, rho
 from .rotation import quaternion_to_rot_mat, skew
 from .types import CameraParams
 
@@ -138,7 +139,8 @@ def _rows(prep: Prepared, pose: Tensor, K: Tensor, with_deriv: bool) -> List[Ten
     return rows
 
 
-def _residuals(prep: Prepared, rows: List[Tensor], camera: CameraParams, delta: Tensor, clip: bool):
+def _residuals(prep: Prepared, rows: List[Tensor], camera: CameraParams, delta: Tensor, clip: bool,
+               robust: str = 'huber'):
     iz = rows[2].clamp(min=camera.z_min).reciprocal()
     u_raw, v_raw = rows[0] * iz, rows[1] * iz
     u = u_raw.clamp(camera.lb[..., 0, None], camera.ub[..., 0, None])
@@ -146,8 +148,7 @@ def _residuals(prep: Prepared, rows: List[Tensor], camera: CameraParams, delta: 
     ru = (u - prep.obs[0]) * prep.w[0]
     rv = (v - prep.obs[1]) * prep.w[1]
     s = torch.addcmul(ru * ru, rv, rv).clamp(min=S2_FLOOR).sqrt()
-    m = torch.minimum(s, delta)
-    cost = (m * (s - 0.5 * m)).sum(dim=-1)
+    cost = rho(s, delta, robust).sum(dim=-1)
     masks = None
     if clip:
         z_ok = rows[2] > camera.z_min
@@ -159,31 +160,37 @@ def _delta(delta) -> Tensor:
     return torch.as_tensor(delta).unsqueeze(-1)
 
 
-def cost_prepared(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor) -> Tensor:
-    """Huber cost (*, N) of poses (*, N, D)."""
+def cost_prepared(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor,
+                  robust: str = 'huber') -> Tensor:
+    """Robust cost (*, N) of poses (*, N, D) (``robust``: see :mod:`.robust`)."""
     rows = _rows(prep, pose, camera.cam_mats, False)
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (prep.xs, prep.obs, prep.w, pose, torch.as_tensor(delta)))
     if needs_grad:
-        return _residuals(prep, rows, camera, _delta(delta), False)[6]
+        return _residuals(prep, rows, camera, _delta(delta), False, robust)[6]
     # same arithmetic in place on the freshly computed rows: no allocations, the arrays stay in cache
     iz = rows[2].clamp_(min=camera.z_min).reciprocal_()
     ru = rows[0].mul_(iz).clamp_(camera.lb[..., 0, None], camera.ub[..., 0, None]).sub_(prep.obs[0]).mul_(prep.w[0])
     rv = rows[1].mul_(iz).clamp_(camera.lb[..., 1, None], camera.ub[..., 1, None]).sub_(prep.obs[1]).mul_(prep.w[1])
-    s = ru.mul_(ru).addcmul_(rv, rv).clamp_(min=S2_FLOOR).sqrt_()
+    s2 = ru.mul_(ru).addcmul_(rv, rv)
+    if robust == 'cauchy':  # (δ²/2) log(1 + s²/δ²), see .robust
+        d2 = _delta(delta).clamp(min=1e-10).square()
+        return s2.div_(d2).log1p_().mul_(0.5 * d2).sum(dim=-1)
+    s = s2.clamp_(min=S2_FLOOR).sqrt_()
     m = torch.minimum(s, _delta(delta))
     return s.sub_(m, alpha=0.5).mul_(m).sum(dim=-1)
 
 
 def normal_equations_planes(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor,
-                            clip_jac: bool = True) -> Tuple[List[List[Tensor]], List[Tensor], Tensor]:
+                            clip_jac: bool = True, robust: str = 'huber'
+                            ) -> Tuple[List[List[Tensor]], List[Tensor], Tensor]:
     """``J̃ᵀJ̃`` as a T×T list of planes (*, N), ``J̃ᵀr̃`` as T planes, and the cost (*, N), at poses (*, N, D)."""
     r = 1 if pose.shape[-1] == 4 else 3
     K = camera.cam_mats
     delta = _delta(delta)
     rows = _rows(prep, pose, K, True)
-    iz, u, v, ru, rv, s, cost, masks = _residuals(prep, rows, camera, delta, clip_jac)
-    rho2 = (delta.clamp(min=1e-10) / s).clamp(max=1.0)  # squared IRLS weight ρ̃²
+    iz, u, v, ru, rv, s, cost, masks = _residuals(prep, rows, camera, delta, clip_jac, robust)
+    rho2 = irls_weight(s, delta, robust)  # squared IRLS weight ρ̃² = ρ'(s)/s
     a = rho2 * iz
     cw = a * iz
     cu, cv = prep.w2[0] * cw, prep.w2[1] * cw
@@ -233,7 +240,7 @@ def pack_matrix(A: List[List[Tensor]]) -> Tensor:
 
 
 def normal_equations_prepared(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor,
-                              clip_jac: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+                              clip_jac: bool = True, robust: str = 'huber') -> Tuple[Tensor, Tensor, Tensor]:
     """``J̃ᵀJ̃`` (*, N, T, T), ``J̃ᵀr̃`` (*, N, T) and cost (*, N) at poses (*, N, D)."""
-    A, g, cost = normal_equations_planes(prep, pose, camera, delta, clip_jac)
+    A, g, cost = normal_equations_planes(prep, pose, camera, delta, clip_jac, robust)
     return pack_matrix(A), torch.stack(g, dim=-1), cost

@@ -10,7 +10,9 @@ chunk by chunk instead of keeping ``S·N·n`` intermediates. Two implementations
   ``torch.compile`` (one fused loop per kernel, the backward reduces over the samples innermost).
 
 Shapes: ``x3d (N, n, 3)`` metres, object frame; ``x2d (N, n, 2)`` pixels; ``w2d (N, n, 2)``; ``poses (S, N, D)``
-camera frame ``[x, y, z, yaw]`` or ``[x, y, z, w, i, j, k]``; ``delta (N,)`` Huber threshold.
+camera frame ``[x, y, z, yaw]`` or ``[x, y, z, w, i, j, k]``; ``delta (N,)`` Huber threshold (the scale of the
+robust cost, ``robust='huber'`` or ``'cauchy'``, see :mod:`.robust`, which also lists the other copies of this
+arithmetic and the tests that keep them equal).
 """
 from typing import Optional
 
@@ -19,6 +21,7 @@ from torch import Tensor
 
 from . import _compile
 from ._amp import fp32
+from .robust import check_robust, drho_ddelta, irls_weight, rho
 from .rotation import quaternion_to_rot_mat
 from .solver import default_chunk_elems
 from .types import CameraParams
@@ -43,7 +46,8 @@ def _pose_affine(pose: Tensor, cam_mats: Tensor) -> Tensor:
 # Layout: A (N, s, 12) = row-major [K·R | K·t] per sample; x3dT (N, 3, n); x2dT, w2dT (N, 2, n); dlt (N,);
 # lb, ub (N, 2); g (N, s) upstream gradient. Arithmetic identical to :func:`.cost.pnp_cost`.
 
-def _projection_terms(c, X, Y, Z, xu, xv, wu, wv, lb_u, lb_v, ub_u, ub_v, dlt, z_min: float):
+def _projection_terms(c, X, Y, Z, xu, xv, wu, wv, lb_u, lb_v, ub_u, ub_v, dlt, z_min: float,
+                      robust: str = 'huber'):
     """Projection + Huber terms from broadcastable planes: coefficients ``c`` (12 planes of ``[K·R | K·t]``,
     row-major), object points X, Y, Z, observations xu, xv, weights wu, wv, bounds, δ (the callers choose the
     layout by how they broadcast)."""
@@ -59,55 +63,60 @@ def _projection_terms(c, X, Y, Z, xu, xv, wu, wv, lb_u, lb_v, ub_u, ub_v, dlt, z
     eu, ev = u - xu, v - xv
     ru, rv = eu * wu, ev * wv
     sn = (ru * ru + rv * rv).clamp(min=1e-30).sqrt()
-    m = torch.minimum(sn, dlt)
-    return dict(h2=h2, z=z, u=u, v=v, eu=eu, ev=ev, ru=ru, rv=rv, sn=sn, m=m, valid_u=valid_u, valid_v=valid_v)
+    if robust == 'huber':
+        m = torch.minimum(sn, dlt)
+        # the Huber terms written out (m = s in the quadratic zone, δ in the linear zone)
+        cost, wgt, dd = m * (sn - 0.5 * m), m / sn, sn - m
+    else:
+        cost, wgt, dd = rho(sn, dlt, robust), irls_weight(sn, dlt, robust), drho_ddelta(sn, dlt, robust)
+    return dict(h2=h2, z=z, u=u, v=v, eu=eu, ev=ev, ru=ru, rv=rv, sn=sn, cost=cost, wgt=wgt, dd=dd,
+                valid_u=valid_u, valid_v=valid_v)
 
 
-def _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
+def _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float, robust: str = 'huber'):
     """Projection + Huber terms as planes (N, s, n) from A (N, s, 12), x3dT (N, 3, n), x2dT/w2dT (N, 2, n)."""
     return _projection_terms([A[..., k:k + 1] for k in range(12)], x3dT[:, None, 0], x3dT[:, None, 1],
                              x3dT[:, None, 2], x2dT[:, None, 0], x2dT[:, None, 1], w2dT[:, None, 0], w2dT[:, None, 1],
                              lb[:, None, 0:1], lb[:, None, 1:2], ub[:, None, 0:1], ub[:, None, 1:2],
-                             dlt.reshape(-1, 1, 1), z_min)
+                             dlt.reshape(-1, 1, 1), z_min, robust)
 
 
-def _planar_cost(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float):
-    t = _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min)
-    sn, m = t['sn'], t['m']
-    return (m * (sn - 0.5 * m)).sum(dim=-1)  # (N, s)
+def _planar_cost(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min: float, robust: str = 'huber'):
+    return _planar_terms(A, x3dT, x2dT, w2dT, dlt, lb, ub, z_min, robust)['cost'].sum(dim=-1)  # (N, s)
 
 
-def _planar_grads(A, x3dT, x2dT, w2dT, dlt, lb, ub, g, z_min: float):
+def _planar_grads(A, x3dT, x2dT, w2dT, dlt, lb, ub, g, z_min: float, robust: str = 'huber'):
     """Gradients of ``Σ_s g_s·cost_s`` in one fused pass, samples reduced innermost.
 
     Layout: A (N, 12, s) coefficient planes with the samples LAST (so the sum over samples is an innermost-dim
     reduction that inductor vectorises), x3dT (N, 3, n), x2dT / w2dT (N, 2, n), g (N, s) upstream gradient.
-    Per (sample, point): ψ = min(1, δ/s)·r·g (dρ/dr), dρ/dh_uv = ψ·w/z on the unclamped side of the image-border
+    Per (sample, point): ψ = ω(s)·r·g (dρ/dr; Huber ω = min(1, δ/s)), dρ/dh_uv = ψ·w/z on the unclamped side of the image-border
     clamp, dρ/dh_z = −(dρ/dh_u·u + dρ/dh_v·v) where z is not clamped, dρ/dx3d = (K·R)ᵀ dρ/dh.
 
-    Returns: R (N, 5, n) = Σ_s [ψ_u e_u, ψ_v e_v, ψ_u, ψ_v, (s − m)·g] and gx3d (N, 3, n).
+    Returns: R (N, 5, n) = Σ_s [ψ_u e_u, ψ_v e_v, ψ_u, ψ_v, ∂ρ/∂δ·g] and gx3d (N, 3, n).
     """
     c = [A[:, k, None, :] for k in range(12)]
     t = _projection_terms(c, x3dT[:, 0, :, None], x3dT[:, 1, :, None], x3dT[:, 2, :, None], x2dT[:, 0, :, None],
                           x2dT[:, 1, :, None], w2dT[:, 0, :, None], w2dT[:, 1, :, None], lb[:, 0, None, None],
-                          lb[:, 1, None, None], ub[:, 0, None, None], ub[:, 1, None, None], dlt[:, None, None], z_min)
-    h2, z, u, v, eu, ev, ru, rv, sn, m = (t[k] for k in ('h2', 'z', 'u', 'v', 'eu', 'ev', 'ru', 'rv', 'sn', 'm'))
+                          lb[:, 1, None, None], ub[:, 0, None, None], ub[:, 1, None, None], dlt[:, None, None], z_min,
+                          robust)
+    h2, z, u, v, eu, ev, ru, rv = (t[k] for k in ('h2', 'z', 'u', 'v', 'eu', 'ev', 'ru', 'rv'))
     wu, wv = w2dT[:, 0, :, None], w2dT[:, 1, :, None]
     gg = g[:, None, :]
-    hub = m / sn * gg  # Huber weight min(1, δ/s) times the upstream gradient
+    hub = t['wgt'] * gg  # IRLS weight ω(s) (Huber: min(1, δ/s)) times the upstream gradient
     qu, qv = ru * hub, rv * hub
     au = torch.where(t['valid_u'], qu * wu / z, 0.)
     av = torch.where(t['valid_v'], qv * wv / z, 0.)
     az = torch.where(h2 >= z_min, -(au * u + av * v), 0.)
     gx3d = [(au * c[k] + av * c[4 + k] + az * c[8 + k]).sum(dim=-1) for k in range(3)]
     red = [(qu * eu).sum(dim=-1), (qv * ev).sum(dim=-1), qu.sum(dim=-1), qv.sum(dim=-1),
-           ((sn - m) * gg).sum(dim=-1)]
+           (t['dd'] * gg).sum(dim=-1)]
     return torch.stack(red, dim=1), torch.stack(gx3d, dim=1)
 
 
-def _run_planar(kind: str, args: tuple, z_min: float):
+def _run_planar(kind: str, args: tuple, z_min: float, robust: str = 'huber'):
     fn = _planar_cost if kind == 'cost' else _planar_grads
-    return _compile.call(f'sampled_{kind}', fn, True, *args, z_min)
+    return _compile.call(f'sampled_{kind}', fn, True, *args, z_min, robust)
 
 
 # ---- eager formulation: bmm for the projection, in-place element-wise ops, cache-sized chunks --------------------
@@ -117,7 +126,7 @@ class _Chunk:
 
 
 def _chunk_forward(A: Tensor, feat: Tensor, x2dT: Tensor, w2dT: Tensor, dlt: Tensor, lbT: Tensor, ubT: Tensor,
-                   z_min: float, for_backward: bool) -> _Chunk:
+                   z_min: float, for_backward: bool, robust: str = 'huber') -> _Chunk:
     """A (s, N, 3, 4); feat (N, 4, n) = [x3d; 1]; x2dT/w2dT (N, 1, 2, n); dlt (N, 1, 1); lbT/ubT (N, 1, 2, 1)."""
     s, N = A.shape[0], A.shape[1]
     n = feat.shape[-1]
@@ -135,8 +144,12 @@ def _chunk_forward(A: Tensor, feat: Tensor, x2dT: Tensor, w2dT: Tensor, dlt: Ten
     c.e = uv - x2dT if for_backward else uv.sub_(x2dT)
     c.r = c.e * w2dT
     c.sn = c.r.square().sum(dim=2).clamp_(min=1e-30).sqrt_()
-    c.m = torch.minimum(c.sn, dlt)  # s in the quadratic zone, δ in the linear zone
-    c.cost = (c.m * (c.sn - 0.5 * c.m)).sum(dim=-1)  # (N, s)
+    if robust == 'huber':
+        c.m = torch.minimum(c.sn, dlt)  # s in the quadratic zone, δ in the linear zone
+        c.cost = (c.m * (c.sn - 0.5 * c.m)).sum(dim=-1)  # (N, s)
+    else:
+        c.m = None
+        c.cost = rho(c.sn, dlt, robust).sum(dim=-1)
     return c
 
 
@@ -171,23 +184,24 @@ class _SampledCost(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x3d, x2d, w2d, delta, affine, lb, ub, z_min, chunk_elems, compiled, precomputed=None):
+    def forward(ctx, x3d, x2d, w2d, delta, affine, lb, ub, z_min, chunk_elems, compiled, robust='huber',
+                precomputed=None):
         N, n = x3d.shape[0], x3d.shape[1]
         S = affine.shape[0]
         ctx.save_for_backward(x3d, x2d, w2d, delta, affine, lb, ub)
-        ctx.z_min, ctx.chunk_elems, ctx.compiled = z_min, chunk_elems, compiled
+        ctx.z_min, ctx.chunk_elems, ctx.compiled, ctx.robust = z_min, chunk_elems, compiled, robust
         if precomputed is not None:  # the values are known (computed without grad): only attach the backward
             return precomputed.clone()
         if S == 0 or N == 0 or n == 0:
             return x3d.new_zeros(S, N)
         if compiled:
             A = affine.transpose(0, 1).reshape(N, S, 12)
-            return _run_planar('cost', (A, *_planar_prep(x3d, x2d, w2d), delta, lb, ub), z_min).t()
+            return _run_planar('cost', (A, *_planar_prep(x3d, x2d, w2d), delta, lb, ub), z_min, robust).t()
         out = x3d.new_empty(S, N)
         args = _eager_prep(x3d, x2d, w2d, delta, lb, ub)
         step = max(1, chunk_elems // (N * n))
         for s0 in range(0, S, step):
-            c = _chunk_forward(affine[s0:s0 + step], *args, z_min=z_min, for_backward=False)
+            c = _chunk_forward(affine[s0:s0 + step], *args, z_min=z_min, for_backward=False, robust=robust)
             out[s0:s0 + step] = c.cost.t()
         return out
 
@@ -197,7 +211,7 @@ class _SampledCost(torch.autograd.Function):
         need_x3d, need_x2d, need_w2d, need_delta = ctx.needs_input_grad[:4]
         N, n = x3d.shape[0], x3d.shape[1]
         S = affine.shape[0]
-        none = (None,) * 7
+        none = (None,) * 8
         if S == 0 or N == 0 or n == 0 or not any(ctx.needs_input_grad[:4]):
             zeros = [torch.zeros_like(t) if need else None
                      for t, need in zip((x3d, x2d, w2d, delta), ctx.needs_input_grad[:4])]
@@ -207,7 +221,8 @@ class _SampledCost(torch.autograd.Function):
             # one fused pass over all samples (nothing of size S·N·n is materialised)
             A = affine.reshape(S, N, 12).permute(1, 2, 0).contiguous()
             planes = _planar_prep(x3d, x2d, w2d)
-            r1, gx3d = _run_planar('grad', (A, *planes, delta, lb, ub, grad_out.t().contiguous()), ctx.z_min)
+            r1, gx3d = _run_planar('grad', (A, *planes, delta, lb, ub, grad_out.t().contiguous()), ctx.z_min,
+                                   ctx.robust)
             gx2d = -(r1[:, 2:4] * planes[2])
             return gx3d.transpose(1, 2), gx2d.transpose(1, 2), r1[:, 0:2].transpose(1, 2), r1[:, 4].sum(-1), *none
         g_feat = x3d.new_zeros(N, 4, n) if need_x3d else None
@@ -217,11 +232,14 @@ class _SampledCost(torch.autograd.Function):
         feat, x2dT, w2dT, dlt, lbT, ubT = _eager_prep(x3d, x2d, w2d, delta, lb, ub)
         step = max(1, ctx.chunk_elems // (N * n))
         for s0 in range(0, S, step):
-            c = _chunk_forward(affine[s0:s0 + step], feat, x2dT, w2dT, dlt, lbT, ubT, ctx.z_min, True)
+            c = _chunk_forward(affine[s0:s0 + step], feat, x2dT, w2dT, dlt, lbT, ubT, ctx.z_min, True, ctx.robust)
             gT = grad_out[s0:s0 + step].t().unsqueeze(-1)  # (N, s, 1)
-            if need_delta:  # dρ/dδ = s − δ in the linear zone, 0 in the quadratic zone
-                g_d += ((c.sn - c.m) * gT).sum(dim=(1, 2))
-            hg = (c.m / c.sn).mul_(gT)  # Huber weight min(1, δ/s) times upstream gradient
+            huber = ctx.robust == 'huber'
+            if need_delta:  # Huber: dρ/dδ = s − δ in the linear zone, 0 in the quadratic zone
+                dd = (c.sn - c.m) if huber else drho_ddelta(c.sn, dlt, ctx.robust)
+                g_d += (dd * gT).sum(dim=(1, 2))
+            # IRLS weight ω(s) (Huber: min(1, δ/s)) times upstream gradient
+            hg = ((c.m / c.sn) if huber else irls_weight(c.sn, dlt, ctx.robust)).mul_(gT)
             q = c.r.mul_(hg.unsqueeze(2))  # ψ·g with ψ = dρ/dr (N, s, 2, n)
             if need_w2d:  # dρ/dw = ψ ⊙ e
                 g_w += (q * c.e).sum(dim=1)
@@ -241,8 +259,8 @@ class _SampledCost(torch.autograd.Function):
 
 @fp32
 def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camera: CameraParams, delta: Tensor,
-                     chunk_elems: Optional[int] = None, backend: str = 'auto') -> Tensor:
-    """Huber cost of many poses per object, memory-bounded and differentiable in the correspondences.
+                     chunk_elems: Optional[int] = None, backend: str = 'default', robust: str = 'huber') -> Tensor:
+    """Robust cost of many poses per object, memory-bounded and differentiable in the correspondences.
 
     Equal to :func:`.cost.pnp_cost` (same clamping and Huber arithmetic) but fused: nothing of size ``S·N·n`` is
     kept for the backward pass, which recomputes what it needs.
@@ -255,18 +273,19 @@ def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camer
         delta: (N,) Huber threshold.
         chunk_elems: points per chunk of the eager implementation (``samples_per_chunk·N·n``); default by device
             (:func:`.solver.default_chunk_elems`: cache-sized on the CPU, memory-bounded on a GPU).
-        backend: ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks), ``'compile'``
-            (``torch.compile``-fused kernels, ~10× faster on CPU; compiled once per process, falls back to eager
-            with a warning if compilation fails) or ``'auto'`` (compile when ``S·N·n ≥ 2¹⁸``; set the
-            environment variable ``EPROPNP_DISABLE_COMPILE=1`` to force eager).
+        backend: ``'default'`` / ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks),
+            ``'compile'`` (``torch.compile``-fused kernels, ~10× faster on CPU; compiled once per process, 10–120 s,
+            falls back to eager with a warning if compilation fails) or ``'auto'`` (compile when
+            ``S·N·n ≥ 2¹⁸``; the environment variable ``EPROPNP_DISABLE_COMPILE=1`` forces eager).
+        robust: ``'huber'`` (default) or ``'cauchy'`` (:mod:`.robust`).
 
     Returns:
         (S, N) cost, differentiable w.r.t. x3d, x2d, w2d and delta.
     """
-    return _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend)
+    return _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, robust=check_robust(robust))
 
 
-def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=None):
+def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, precomputed=None, robust='huber'):
     """:func:`sampled_pnp_cost`; with ``precomputed`` (S, N) (the same costs, computed without grad) nothing is
     recomputed and only the backward is attached (used by AMIS for one backward pass over all rounds)."""
     if poses.dim() != 3 or poses.shape[1] != x3d.shape[0]:
@@ -276,4 +295,4 @@ def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, pre
     compiled = _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
     chunk_elems = default_chunk_elems(x3d.device) if chunk_elems is None else chunk_elems
     return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),
-                              float(camera.z_min), int(chunk_elems), compiled, precomputed)
+                              float(camera.z_min), int(chunk_elems), compiled, robust, precomputed)

@@ -23,7 +23,8 @@ Everything runs batched over objects (and RSLM proposals) without host synchroni
 ``solve_pnp`` call for the input finiteness check, one in the subset sampler); work is split into chunks of about
 ``CHUNK_ELEMS`` point evaluations so the per-point arrays stay in the CPU caches. With ``backend='compile'`` (or
 ``'auto'`` on large batches, see :mod:`._compile`) the point-wise passes (normal equations, RSLM full-set scoring)
-run as ``torch.compile``-fused kernels over the whole batch instead.
+run as ``torch.compile``-fused kernels over the whole batch instead; compilation is opt-in (the default backend
+``'default'`` never compiles, so a first call takes seconds, not minutes).
 
 Differences from the reference (spec §13.11-13, all fixes):
 
@@ -55,6 +56,7 @@ from .cost import adaptive_huber_delta
 from .kernels import Prepared, cost_prepared, normal_equations_planes, pack_matrix, prepare
 from .linalg import ldl_solve_planes, spd_inverse
 from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
+from .robust import check_robust
 from .rotation import quaternion_retract, random_quaternion
 from .types import CameraParams, PnPSolution
 
@@ -153,13 +155,13 @@ def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: 
 
 
 def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Tensor,
-                  chunk_elems: Optional[int] = None, compiled: bool = False) -> Tensor:
+                  chunk_elems: Optional[int] = None, compiled: bool = False, robust: str = 'huber') -> Tensor:
     """Full-set cost (S, N) of poses (S, N, D) with prep (·, N, n), chunked over objects (eager), or in one
     fused pass (``compiled``: the projection is computed inside the loop, not by the bmm path)."""
     if compiled:
-        return _compile.call('cost', cost_prepared, True, prep._replace(xhT=None), poses, camera, delta)
+        return _compile.call('cost', cost_prepared, True, prep._replace(xhT=None), poses, camera, delta, robust)
     S, N = poses.shape[:2]
-    parts = [cost_prepared(prep.slice(a, b), poses[:, a:b], camera.index(slice(a, b)), delta[a:b])
+    parts = [cost_prepared(prep.slice(a, b), poses[:, a:b], camera.index(slice(a, b)), delta[a:b], robust)
              for a, b in _chunks(N, S * prep.num_points, chunk_elems, poses.device)]
     return torch.cat(parts, dim=-1)
 
@@ -168,19 +170,21 @@ def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, 
              fast_mode: bool = False, eps: float = 1e-5, min_lm_diagonal: float = 1e-6,
              max_lm_diagonal: float = 1e32, min_relative_decrease: float = 1e-3,
              initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16,
-             final_eval: bool = True, compiled: bool = False) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+             final_eval: bool = True, compiled: bool = False,
+             robust: str = 'huber') -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     # small matrices are lists of (*, N) planes: element-wise ops on tiny trailing dims are slow on CPU.
     # ``compiled``: the normal-equation evaluations (the point-wise work) go through torch.compile (one fused
     # loop per evaluation); the small per-pose solves and updates stay eager (few graphs = short compile time)
     clip = not fast_mode
     A, g, cost = _compile.call('normal_equations', normal_equations_planes, compiled, prep, pose, camera, delta,
-                               clip)
+                               clip, robust)
     if fast_mode:
         ctrl = (torch.zeros_like(cost),)  # μ
     else:
         ctrl = (torch.full_like(cost, initial_trust_region_radius), torch.full_like(cost, 2.0))  # radius, decrease
     consts = dict(eps=eps, min_lm_diagonal=min_lm_diagonal, max_lm_diagonal=max_lm_diagonal,
-                  min_relative_decrease=min_relative_decrease, max_trust_region_radius=max_trust_region_radius)
+                  min_relative_decrease=min_relative_decrease, max_trust_region_radius=max_trust_region_radius,
+                  robust=robust)
     for it in range(num_iter):
         if fast_mode and not final_eval and it == num_iter - 1:
             # RSLM proposals are scored on the full set afterwards: the last GN step is taken if finite (as in
@@ -205,7 +209,7 @@ def _gn_last_step(pose: Tensor, A, g, mu: Tensor, eps: float) -> Tensor:
 def _lm_iteration(prep: Prepared, pose: Tensor, A, g, cost: Tensor, ctrl: Tuple[Tensor, ...],
                   camera: CameraParams, delta: Tensor, fast_mode: bool, eps: float,
                   min_lm_diagonal: float, max_lm_diagonal: float, min_relative_decrease: float,
-                  max_trust_region_radius: float):
+                  max_trust_region_radius: float, robust: str = 'huber'):
     """One damped step, evaluation at the new pose and acceptance; returns the updated
     ``(pose, A, g, cost, ctrl)`` with ``ctrl = (μ,)`` (fast mode) or ``(radius, decrease)`` (trust region)."""
     T = len(g)
@@ -218,7 +222,7 @@ def _lm_iteration(prep: Prepared, pose: Tensor, A, g, cost: Tensor, ctrl: Tuple[
         damp = [A[i][i].clamp(min_lm_diagonal, max_lm_diagonal) * inv_r + eps for i in range(T)]
     step = [-x for x in ldl_solve_planes(A, g, damp)]
     pose_new = retract(pose, torch.stack(step, dim=-1))
-    A_new, g_new, cost_new = normal_equations_planes(prep, pose_new, camera, delta, not fast_mode)
+    A_new, g_new, cost_new = normal_equations_planes(prep, pose_new, camera, delta, not fast_mode, robust)
     ok = _accept(pose_new, cost_new)
     if fast_mode:
         success = ok & (cost_new <= cost)
@@ -354,7 +358,7 @@ def _guided_search(cdf: Tensor, start: Tensor, u: Tensor, steps: int) -> Tensor:
 
 def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, *, num_points: int = 16,
               num_proposals: int = 64, num_iter: int = 3, dof: int = 4, fast_mode: bool = False,
-              generator: Optional[torch.Generator] = None, backend: str = 'auto',
+              generator: Optional[torch.Generator] = None, backend: str = 'default', robust: str = 'huber',
               **lm_kwargs) -> Tuple[Tensor, Tensor]:
     """Random-sample LM initialiser (spec §2.5), no grad.
 
@@ -364,17 +368,17 @@ def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
     LM (or GN) iterations on its subset and is scored by the cost on the full point set.
 
     Args: x3d (N, n, 3), x2d / w2d (N, n, 2), camera (N, ...), delta (N,) (computed on the full set);
-        backend: ``'auto'`` / ``'eager'`` / ``'compile'`` (see :mod:`._compile`; auto compiles when the
+        backend: ``'default'`` / ``'eager'`` / ``'auto'`` / ``'compile'`` (see :mod:`._compile`; auto compiles when the
         full-set scoring evaluates ≥ 2¹⁸ (proposal, point) pairs).
     Returns:
         pose (N, D) of the best proposal, cost (N,) its full-set cost.
     """
     return _rslm(prepare(x3d, x2d, w2d), x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof,
-                 fast_mode, generator, backend=backend, **lm_kwargs)
+                 fast_mode, generator, backend=backend, robust=check_robust(robust), **lm_kwargs)
 
 
 def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_iter, dof, fast_mode, generator,
-          backend='auto', **lm_kwargs):
+          backend='default', robust='huber', **lm_kwargs):
     N, n = x3d.shape[-3], x3d.shape[-2]
     P, m = num_proposals, min(num_points, n)
     compiled = _compile.use_compile(backend, P * N * n)
@@ -395,10 +399,10 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     flat = Prepared(*(t.reshape(t.shape[0], P * N, t.shape[-1]) for t in sub[:4]), None)
     poses, _, _ = _lm_loop_chunked(flat, pose0.reshape(P * N, -1), camera.repeat(P), delta.repeat(P),
                                    num_iter=num_iter, fast_mode=fast_mode, final_eval=False, compiled=compiled,
-                                   **lm_kwargs)
+                                   robust=robust, **lm_kwargs)
     poses = poses.reshape(P, N, -1)
     # full-set cost of every proposal, chunked over objects (bounded memory, cache-friendly)
-    costs = _cost_chunked(prep, poses, camera, delta, compiled=compiled)
+    costs = _cost_chunked(prep, poses, camera, delta, compiled=compiled, robust=robust)
     costs = torch.nan_to_num(costs, nan=math.inf)
     best_cost, best = costs.min(dim=0)
     pose = poses.gather(0, best[None, :, None].expand(1, N, poses.shape[-1])).squeeze(0)
@@ -406,20 +410,22 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
 
 
 def gn_step(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
-            eps: float = 1e-5, clip_jac: bool = True) -> Tensor:
+            eps: float = 1e-5, clip_jac: bool = True, robust: str = 'huber') -> Tensor:
     """Differentiable Gauss-Newton step ``Δy = −(J̃ᵀJ̃ + eps I)⁻¹ J̃ᵀr̃`` at ``pose`` (*, N, D) -> (*, N, T).
 
     Gradients flow to x3d, x2d, w2d and delta through the Jacobian (including the clamped ``z``/``x2d``), the
     residual and the IRLS weight (spec §2.4 ``gn_step``, §2.3).
     """
-    A, g, _ = normal_equations_planes(prepare(x3d, x2d, w2d), pose, camera, delta, clip_jac=clip_jac)
+    A, g, _ = normal_equations_planes(prepare(x3d, x2d, w2d), pose, camera, delta, clip_jac=clip_jac,
+                                      robust=check_robust(robust))
     step = ldl_solve_planes(A, g, [torch.full_like(g[0], eps)] * len(g))
     return -torch.stack(step, dim=-1)
 
 
 @fp32
 def compute_pose_plus(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
-                      normalize: bool = True, eps: float = 1e-5, clip_jac: bool = True) -> Tensor:
+                      normalize: bool = True, eps: float = 1e-5, clip_jac: bool = True,
+                      robust: str = 'huber') -> Tensor:
     """``y⁺`` = ``pose`` (detached) plus one differentiable GN step, with the normalisation order of spec §2.12.
 
     With ``normalize``: centre x3d (offset detached), map ``pose`` to the normalised frame, step there
@@ -432,7 +438,8 @@ def compute_pose_plus(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camer
     pose = pose.detach()
     if normalize:
         offset, x3d, pose = pnp_normalize(x3d, pose)
-    pose_plus = retract(pose, gn_step(x3d, x2d, w2d, pose, camera, delta, eps=eps, clip_jac=clip_jac))
+    pose_plus = retract(pose, gn_step(x3d, x2d, w2d, pose, camera, delta, eps=eps, clip_jac=clip_jac,
+                                      robust=robust))
     return pnp_denormalize(offset, pose_plus) if normalize else pose_plus
 
 
@@ -465,9 +472,9 @@ def _solve_nograd(x3d_d, x2d_d, w2d_d, delta_d, cam_mats, lb, ub, pose_init, gen
     normalisation, RSLM, LM/GN, covariance. ``static`` = the hyper-parameters (see :func:`solve_pnp`).
     Returns ``(pose (N, D), cost (N,), cov (N, T, T) | None, pose_free (N, D) | None)``, caller's frame."""
     (z_min, force_init_solve, with_cov, with_free_solution, normalize, num_iter, fast_mode, dof, eps,
-     init_num_points, init_num_proposals, init_num_iter, lm_items) = static
+     init_num_points, init_num_proposals, init_num_iter, lm_items, robust) = static
     camera = CameraParams(cam_mats, lb, ub, z_min)
-    kw = dict(eps=eps, **dict(lm_items))
+    kw = dict(eps=eps, robust=robust, **dict(lm_items))
     N = x3d_d.shape[0]
     offset = None
     pose_n = pose_init
@@ -481,7 +488,7 @@ def _solve_nograd(x3d_d, x2d_d, w2d_d, delta_d, cam_mats, lb, ub, pose_init, gen
                                **kw)
         pose_free = pose_r
         if pose_n is not None:
-            cost_i = cost_prepared(prep, pose_n, camera, delta_d)
+            cost_i = cost_prepared(prep, pose_n, camera, delta_d, robust)
             pose_r = _where(cost_i < cost_r, pose_n, pose_r)
         pose_n = pose_r
     # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
@@ -512,7 +519,8 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
               with_pose_plus: bool = False, normalize: bool = True, num_iter: int = 10, fast_mode: bool = False,
               dof: int = 4, eps: float = 1e-5, init_num_points: int = 16, init_num_proposals: int = 64,
               init_num_iter: int = 3, generator: Optional[torch.Generator] = None, check_finite: bool = True,
-              backend: str = 'auto', with_free_solution: bool = False, **lm_kwargs) -> PnPSolution:
+              backend: str = 'default', with_free_solution: bool = False, robust: str = 'huber',
+              **lm_kwargs) -> PnPSolution:
     """Solve a batch of PnP problems (spec §2.4 ``LMSolver.forward``).
 
     Args:
@@ -531,7 +539,8 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         init_num_points / init_num_proposals / init_num_iter: RSLM settings (16 / 64 / 3).
         generator: torch RNG for RSLM.
         check_finite: raise ``ValueError`` naming the field if an input has NaN/Inf (one host sync).
-        backend: ``'auto'`` (default), ``'eager'`` or ``'compile'``: ``torch.compile``-fused solver kernels
+        backend: ``'default'`` (never compiles; CUDA graphs on a GPU), ``'eager'``, ``'auto'`` or ``'compile'``:
+            ``torch.compile``-fused solver kernels (opt-in)
             (:mod:`._compile`); auto compiles the RSLM stage when it scores ≥ 2¹⁸ (proposal, point) pairs and the
             final LM/GN loop then or when ``N·n·num_iter ≥ 2¹⁸``. Same results up to float rounding.
         with_free_solution: with ``pose_init`` and ``force_init_solve``, also iterate from the RSLM result alone
@@ -539,12 +548,14 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
             (as the derivative regularisation needs, spec §2.12), sharing this call's RSLM draws. Both LM runs
             are one batch of 2N problems, which costs much less than a second call when the loop is
             dispatch-bound (small N·n, eager).
+        robust: ``'huber'`` (default) or ``'cauchy'`` robust cost (:mod:`.robust`).
         **lm_kwargs: trust-region constants of :func:`lm_solve`.
 
     Returns:
         :class:`PnPSolution` (pose and cost at the same, final pose).
     """
     _check_inputs(x3d, x2d, w2d, camera, pose_init, dof, check_finite)
+    check_robust(robust)
     if with_free_solution and (pose_init is None or not force_init_solve):
         raise ValueError('with_free_solution=True needs pose_init and force_init_solve=True')
     if delta is None:
@@ -560,7 +571,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
                            pose.clone() if with_free_solution else None)
     static = (float(camera.z_min), bool(force_init_solve), bool(with_cov), bool(with_free_solution),
               bool(normalize), int(num_iter), bool(fast_mode), int(dof), float(eps), int(init_num_points),
-              int(init_num_proposals), int(init_num_iter), tuple(sorted(lm_kwargs.items())))
+              int(init_num_proposals), int(init_num_iter), tuple(sorted(lm_kwargs.items())), robust)
     tensors = (x3d.detach(), x2d.detach(), w2d.detach(), delta.detach(), camera.cam_mats.detach(),
                camera.lb.detach(), camera.ub.detach(), None if pose_init is None else pose_init.detach())
     out = None
@@ -574,7 +585,8 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
     pose, cost, cov, pose_free = out
     pose_plus = None
     if with_pose_plus:
-        pose_plus = compute_pose_plus(x3d, x2d, w2d, pose, camera, delta, normalize=normalize, eps=eps)
+        pose_plus = compute_pose_plus(x3d, x2d, w2d, pose, camera, delta, normalize=normalize, eps=eps,
+                                      robust=robust)
     return PnPSolution(pose, cost, cov, pose_plus, pose_free)
 
 

@@ -8,11 +8,14 @@ Shapes: ``N`` objects, ``D`` pose parameters (4: ``[x, y, z, yaw]``; 7: ``[x, y,
 dimension (4 for 4-DoF, 6 for 6-DoF). All poses are in the camera frame (OpenCV: +x right, +y down, +z forward),
 metres and radians.
 """
+import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from ..pixels import k_projection_offset
 
 __all__ = ['CameraParams', 'PnPSolution']
 
@@ -58,14 +61,30 @@ class CameraParams:
             allowed_border: ``b``, pixels projected points may go outside the image before being clamped.
             z_min: depth clamp (metres).
         """
-        if convention not in ('v1', 'v2'):
-            raise ValueError(f"convention must be 'v1' or 'v2', got {convention!r}")
         img_hw = torch.as_tensor(img_hw, dtype=cam_mats.dtype, device=cam_mats.device)
         wh = img_hw.flip(-1).expand(*cam_mats.shape[:-2], 2)
-        shift = -0.5 if convention == 'v1' else 0.0
+        shift = -k_projection_offset(convention)  # the continuous image [0, W] as K-projections
         lb = torch.full_like(wh, shift - allowed_border)
         ub = wh + (shift + allowed_border)
         return cls(cam_mats, lb, ub, z_min)
+
+    @classmethod
+    def unbounded(cls, cam_mats: Tensor, z_min: float = 0.1) -> 'CameraParams':
+        """Camera whose projections are never clamped to an image (bounds ``∓inf``), e.g. normalised image
+        coordinates with ``K = I`` as in the original's ``PerspectiveCamera()`` demo.
+
+        Args:
+            cam_mats: (N, 3, 3) intrinsics (last row ``[0, 0, 1]``); a single (3, 3) matrix is expanded to (1, 3, 3).
+            z_min: depth clamp in metres (points closer than this are projected as if at ``z_min``).
+
+        >>> cam = CameraParams.unbounded(torch.eye(3).expand(2, 3, 3))
+        >>> cam.lb[0].tolist(), cam.ub[0].tolist()
+        ([-inf, -inf], [inf, inf])
+        """
+        if cam_mats.dim() == 2:
+            cam_mats = cam_mats[None]
+        lb = torch.full((*cam_mats.shape[:-2], 2), -math.inf, dtype=cam_mats.dtype, device=cam_mats.device)
+        return cls(cam_mats, lb, -lb, z_min)
 
     @property
     def num_objects(self) -> int:
