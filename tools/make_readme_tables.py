@@ -1,0 +1,196 @@
+"""Render the result and timing tables of the Markdown docs from the JSON records under ``docs/results/``.
+
+A table lives between two marker comments in a Markdown file::
+
+    <!-- table:NAME -->
+    | ... generated ... |
+    <!-- /table:NAME -->
+
+and ``NAME`` is a key of :data:`TABLES` (which JSON file, which renderer). Only the text between the markers is
+rewritten. Usage::
+
+    python tools/make_readme_tables.py            # rewrite the tables in README.md, docs/gpu.md, docs/results/README.md
+    python tools/make_readme_tables.py --check    # exit 1 and name every table that is out of date
+
+``tests/test_foundation/test_readme_tables.py`` runs ``--check``'s logic in the default test suite. The JSON files
+are written by the benchmark scripts (``tools/benchmarks/*.py --json docs/results/NAME.json``) or, for figures
+measured before the scripts wrote JSON, carry those figures unchanged with their date, machine and command
+(``provenance`` field). Numbers are printed with Python's ``g`` format unless a renderer says otherwise.
+"""
+import argparse
+import json
+import os.path as osp
+import re
+import sys
+from typing import Callable, Dict, List, Sequence, Tuple
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+RESULTS = osp.join(REPO, 'docs', 'results')
+#: Markdown files whose tables are generated (relative to the repository root)
+DOCS = ('README.md', osp.join('docs', 'gpu.md'), osp.join('docs', 'results', 'README.md'))
+MARKER = re.compile(r'<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->', re.S)
+
+
+def load(name: str) -> dict:
+    with open(osp.join(RESULTS, name), encoding='utf-8') as f:
+        return json.load(f)
+
+
+def _g(v) -> str:
+    return '' if v is None else f'{v:g}'
+
+
+def md_table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+# ------------------------------------------------------------------------------------------------ training runs
+TRAINING = 'synthetic_training_cpu_2026-11.json'
+METRICS = ('NDS', 'mAP', 'mATE', 'mASE', 'mAOE')
+
+
+def _run_cells(r: dict, best: Dict[str, float]) -> List[str]:
+    cfg = osp.splitext(r['config'][len('configs/'):])[0]
+    sched = str(r['schedule_iters'])
+    if r['lr_decays']:
+        sched += ' (lr ÷10 at ' + ', '.join(str(i) for i in r['lr_decays']) + ')'
+    cells = [f'`{cfg}`' + (f', {r["change"]}' if r['change'] else ''), r['train_set'], sched,
+             str(r['iteration']) + (', flip TTA' if r['flip_tta'] else '')]
+    for k in METRICS:
+        v = f'{r["metrics"][k]:.4f}' if k in ('NDS', 'mAP') else f'{r["metrics"][k]:.3f}'
+        cells.append(f'**{v}**' if k in best and r['metrics'][k] == best[k] else v)
+    return cells
+
+
+def render_training(rows: List[dict]) -> str:
+    best = {k: max(r['metrics'][k] for r in rows) for k in ('NDS', 'mAP')}
+    return md_table(['config', 'train set', 'schedule (iterations of batch 2)', 'evaluated at'] + list(METRICS),
+                    [_run_cells(r, best) for r in rows])
+
+
+def table_synthetic_summary() -> str:
+    return render_training([r for r in load(TRAINING)['rows'] if r['readme']])
+
+
+def table_synthetic_all_runs() -> str:
+    return render_training(load(TRAINING)['rows'])
+
+
+# ------------------------------------------------------------------------------------------------ PnP layer
+def _vs_original(name: str) -> str:
+    rows = [[r['row'], _g(r['ours_s']), _g(r['original_s']),
+             f'{r["speedup_median"]:.2f}× ({r["speedup_min"]:.2f}–{r["speedup_max"]:.2f})',
+             _g(r['ours_first_call_s']), _g(r['original_first_call_s'])] for r in load(name)['rows']]
+    return md_table(['row (N, n, K)', 'ours s', 'original s', 'speed-up (min–max)', 'ours 1st call s',
+                     'original 1st call s'], rows)
+
+
+def table_pnp_vs_original_cuda() -> str:
+    return _vs_original('pnp_layer_vs_original_cuda_h200_2026-12-04.json')
+
+
+def table_pnp_vs_original_cpu() -> str:
+    return _vs_original('pnp_layer_vs_original_cpu_2026-12-04.json')
+
+
+def table_pnp_graphs_vs_eager_cuda() -> str:
+    rows = [[r['name'], _g(r['graphs_s']), _g(r['eager_s']), f'{r["graphs_over_eager"]:g}×', str(r['ops_graphs']),
+             str(r['ops_eager']), f'{r["t_err_graphs_m"]:.3f} / {r["t_err_eager_m"]:.3f}']
+            for r in load('pnp_layer_graphs_vs_eager_cuda_h200_2026-12-04.json')['rows']]
+    return md_table(['row', 'graphs s', 'eager s', 'graphs / eager', 'aten ops graphs', 'aten ops eager',
+                     'accuracy (t err m, graphs / eager)'], rows)
+
+
+# ------------------------------------------------------------------------------------------------ train steps
+def table_step_overhead_cuda() -> str:
+    rows = [[r['config'], str(r['batch']), r['precision'], str(r['aten_ops']), str(r['host_syncs']),
+             f'{r["step_ms"]:.1f}', _g(r['ref_aten_ops']), _g(r['ref_syncs']),
+             '' if r['ref_step_ms'] is None else f'{r["ref_step_ms"]:.1f}']
+            for r in load('step_overhead_cuda_h200_2026-12-04.json')['rows']]
+    return md_table(['config', 'batch', 'precision', 'aten ops', 'host syncs', 'step ms (median)', 'ref aten ops',
+                     'ref syncs', 'ref step ms'], rows)
+
+
+def table_step_overhead_cpu() -> str:
+    rows = [[r['variant'], str(r['aten_ops']), str(r['syncs']), _g(r['step_ms'])]
+            for r in load('step_overhead_cpu_2026-12-04.json')['rows']]
+    return md_table(['', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'step ms'], rows)
+
+
+# ------------------------------------------------------------------------------------------------ demo
+def table_demo_speed() -> str:
+    rows = [[r['device'].upper() if r['device'] == 'cpu' else r['device'], str(r['batch']),
+             f'{r["model_img_s"]:.2f}', f'{r["demo_img_s"]:.2f}', f'{r["demo_ms_per_img"]:.0f}']
+            for r in load('demo_speed_cpu_2026-12-04.json')['rows']]
+    return md_table(['device', 'batch', 'model img/s', 'demo img/s', 'demo ms/img'], rows)
+
+
+#: table name -> renderer (each reads its docs/results/*.json)
+TABLES: Dict[str, Callable[[], str]] = {
+    'synthetic-results': table_synthetic_summary,
+    'synthetic-all-runs': table_synthetic_all_runs,
+    'pnp-vs-original-cuda': table_pnp_vs_original_cuda,
+    'pnp-vs-original-cpu': table_pnp_vs_original_cpu,
+    'pnp-graphs-vs-eager-cuda': table_pnp_graphs_vs_eager_cuda,
+    'step-overhead-cuda': table_step_overhead_cuda,
+    'step-overhead-cpu': table_step_overhead_cpu,
+    'demo-speed': table_demo_speed,
+}
+
+
+def render_text(text: str, where: str = '<text>') -> Tuple[str, List[str]]:
+    """Markdown text with every marked table re-rendered, and the names of the tables that changed."""
+    changed = []
+
+    def sub(m):
+        name = m.group('name')
+        if name not in TABLES:
+            raise KeyError(f'{where}: unknown table {name!r} (known: {sorted(TABLES)})')
+        body = TABLES[name]()
+        if body != m.group('body'):
+            changed.append(name)
+        return f'<!-- table:{name} -->\n{body}<!-- /table:{name} -->'
+
+    return MARKER.sub(sub, text), changed
+
+
+def placed_tables(root: str = REPO) -> Dict[str, str]:
+    """Table name -> the doc that holds it."""
+    out = {}
+    for doc in DOCS:
+        path = osp.join(root, doc)
+        if osp.isfile(path):
+            for m in MARKER.finditer(open(path, encoding='utf-8').read()):
+                out[m.group('name')] = doc
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--check', action='store_true', help='do not write; exit 1 if a table is out of date')
+    args = p.parse_args(argv)
+    stale = []
+    for doc in DOCS:
+        path = osp.join(REPO, doc)
+        if not osp.isfile(path):
+            continue
+        text = open(path, encoding='utf-8').read()
+        new, changed = render_text(text, doc)
+        stale += [f'{doc}: {name}' for name in changed]
+        if changed and not args.check:
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write(new)
+    unplaced = sorted(set(TABLES) - set(placed_tables()))
+    if unplaced:
+        print('tables without markers in ' + ', '.join(DOCS) + ': ' + ', '.join(unplaced))
+    if stale:
+        print(('out of date: ' if args.check else 'rewritten: ') + '; '.join(stale))
+        return 1 if args.check else 0
+    print('all tables up to date')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
