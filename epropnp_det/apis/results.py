@@ -26,7 +26,9 @@ def prediction_to_json(pred: Prediction, image: Optional[str] = None, frame: Opt
                        extra: Optional[dict] = None) -> dict:
     """One image's detections as a JSON-ready dict (see the README for every field). Positions, orientations and
     corners are in the camera frame of the image; for a camera that is not level (``pred.cam2level``) ``yaw``,
-    ``velocity`` and ``pose_cov`` refer to the level frame ``p_level = cam2level · p_camera``."""
+    ``velocity``, ``pose_cov`` (4, 4) of ``[x, y, z, yaw]``, ``pose_std`` (its square-rooted diagonal ``x, y, z,
+    yaw`` plus ``depth`` = σ_z and ``lateral`` = σ_x) and the optional Monte-Carlo ``pose_samples`` (K, 4) /
+    ``pose_sample_weights`` (K,) refer to the level frame ``p_level = cam2level · p_camera``."""
     import torch
 
     from epropnp_det.structures.boxes import model_boxes_corners
@@ -51,10 +53,14 @@ def prediction_to_json(pred: Prediction, image: Optional[str] = None, frame: Opt
             'attribute': _attr_name(names[i], pred.attr_labels[i]),
             'velocity': [float(v) for v in pred.velocities[i]],
             'bbox_2d': [float(v) for v in pred.bboxes_2d[i]],
-            'pose_std': {k: float(s) for k, s in zip(_POSE, std)},
+            # depth = z, lateral = x of the (level) camera frame, the same numbers as z and x
+            'pose_std': dict({k: float(s) for k, s in zip(_POSE, std)}, depth=float(std[2]), lateral=float(std[0])),
             'pose_cov': cov.tolist(),
             'corners': corners[i].tolist(),
         })
+        if pred.pose_samples is not None:  # test_cfg mc_samples = K > 0: the Monte-Carlo pose posterior
+            boxes[-1]['pose_samples'] = np.asarray(pred.pose_samples[i], dtype=np.float64).tolist()  # (K, 4)
+            boxes[-1]['pose_sample_weights'] = np.asarray(pred.pose_sample_weights[i], dtype=np.float64).tolist()
     out = {
         'format': JSON_FORMAT, 'image': image, 'frame': frame, 'name': pred.name,
         'width': pred.image_size[0], 'height': pred.image_size[1], 'cam2img': pred.cam2img.tolist(),

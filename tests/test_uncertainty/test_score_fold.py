@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from epropnp_det.models.utils.uncertainty import fold_uncertainty_into_score, te_score_expectation
 
 

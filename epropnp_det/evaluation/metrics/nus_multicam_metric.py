@@ -16,7 +16,12 @@ Per sample (6 camera items ``sample_idx = 6·frame + cam`` in the info's ``image
    ``attr_labels`` (n,) → kept if in the set, else the class default (mmdet3d's defaults).
 
 Output ``<jsonfile_prefix>/results_nusc.json`` (spec §7.5) with ``meta`` = the five modality keys (``use_camera``
-True, the rest False by default), one entry (possibly empty) for every sample of the ann file. Then the devkit's
+True, the rest False by default), one entry (possibly empty) for every sample of the ann file. When the predictions
+carry ``pose_cov`` (n, 4, 4) (and optionally ``pose_samples`` (n, K, 4) / ``pose_sample_weights`` (n, K)), the
+pose-uncertainty sidecar ``<jsonfile_prefix>/results_nusc_uncertainty.json`` is written beside it (format-only and
+evaluation runs alike): per sample token a list aligned with that sample's boxes in the results JSON, with the
+covariance in the global frame and in the camera frame
+(:func:`epropnp_det.evaluation.uncertainty.box_uncertainty_entry`, docs/uncertainty.md). Then the devkit's
 ``DetectionEval`` on 'mini_val' / 'val' (``v1.0-test`` is format-only). CPU only; no ``.cuda()``.
 
 Fixed relative to the original (spec §13): a lone box survives the NMS (§13.1); no hard-coded ``cuda:0`` and
@@ -50,23 +55,27 @@ from mmdet3d.structures import CameraInstance3DBoxes
 from mmengine.fileio import load
 from mmengine.logging import MMLogger
 
+from epropnp_det.models.utils.postprocess import rotated_bev_nms
 from epropnp_det.structures.boxes import cam2global_matrix, cam_boxes_to_model, model_boxes_to_frame
+from epropnp_det.structures.nuscenes_attributes import ATTRIBUTES, CLS2ATTR, DEFAULT_ATTR
 
-ATTRIBUTES = ('cycle.with_rider', 'cycle.without_rider', 'pedestrian.moving', 'pedestrian.standing',
-              'pedestrian.sitting_lying_down', 'vehicle.moving', 'vehicle.parked', 'vehicle.stopped', 'None')
-_VEHICLE, _CYCLE, _PED = (5, 6, 7), (0, 1), (2, 3, 4)
-#: allowed attribute indices per class (spec §4.2); empty = no attribute ('' in the JSON)
-CLS2ATTR = dict(car=_VEHICLE, truck=_VEHICLE, trailer=_VEHICLE, bus=_VEHICLE, construction_vehicle=_VEHICLE,
-                bicycle=_CYCLE, motorcycle=_CYCLE, pedestrian=_PED, traffic_cone=(), barrier=())
-#: attribute used when a given attr label is outside the class's set (mmdet3d's DefaultAttribute)
-DEFAULT_ATTR = dict(car=6, truck=6, trailer=6, bus=5, construction_vehicle=6, bicycle=1, motorcycle=1,
-                    pedestrian=2, traffic_cone=None, barrier=None)
+from ..uncertainty import SIDECAR_FORMAT, SIDECAR_NAME, box_uncertainty_entry
+
+# ATTRIBUTES, CLS2ATTR (allowed attribute indices per class) and DEFAULT_ATTR: one table shared with the head
+# (epropnp_det.structures.nuscenes_attributes), imported above and re-exported
 DEFAULT_MODALITY = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False, use_external=False)
 NUM_CAMS = 6
 #: the tables ``nuscenes.NuScenes`` loads (its ``table_names``) and the eval split of each annotated version
 DEVKIT_TABLES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor', 'ego_pose', 'log',
                  'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
 EVAL_SPLITS = {'v1.0-mini': 'mini_val', 'v1.0-trainval': 'val'}
+#: the sidecar's own description of its frames (docs/uncertainty.md)
+SIDECAR_FRAME = ('results[token][i] belongs to results_nusc.json results[token][i]. pose_cov: covariance of '
+                 '[x, y, z, yaw] in the global frame (m, rad; yaw = heading about global +z), first-order propagation '
+                 'of pose_cov_cam through the camera->global transform cam2global[token][camera]; pose_cov_cam, '
+                 'pose_cam, pose_samples_cam: camera frame of that image (x right, y down, z forward, yaw about y); '
+                 'pose_std: sqrt of the diagonal of pose_cov (x, y, z, yaw) and of pose_cov_cam (depth = z, '
+                 'lateral = x)')
 
 
 class EvaluationSetupError(ValueError):
@@ -89,18 +98,13 @@ def restricted_attribute(label_name: str, attr_label: Optional[int] = None, attr
 def bev_nms_global(center: np.ndarray, lw: np.ndarray, heading: np.ndarray, scores: np.ndarray,
                    labels: np.ndarray, iou_thr: float) -> np.ndarray:
     """Per-class rotated BEV NMS. center (n, 2) xy, lw (n, 2) footprint length (along heading) and width,
-    heading (n,) radians counter-clockwise from +x; returns kept indices sorted by descending score."""
-    from mmcv.ops import nms_rotated
+    heading (n,) radians counter-clockwise from +x; returns kept indices sorted by descending score.
+    A numpy front end of the project's one rotated BEV NMS, :func:`~epropnp_det.models.utils.rotated_bev_nms`."""
     if len(scores) == 0:
         return np.zeros(0, dtype=np.int64)
-    dets = torch.from_numpy(np.concatenate([center, lw, heading[:, None]], 1)).float()
-    keep = []
-    # one call per class: mmcv's CPU kernel ignores its ``labels`` argument (it would suppress across classes)
-    for label in np.unique(labels):
-        idx = np.nonzero(labels == label)[0]
-        _, k = nms_rotated(dets[idx], torch.from_numpy(scores[idx]).float(), iou_thr, clockwise=True)
-        keep.append(idx[k.numpy()])
-    keep = np.concatenate(keep)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
+    keep = rotated_bev_nms(t(center), t(lw), t(heading), t(scores), torch.from_numpy(np.asarray(labels)).long(),
+                           iou_thr).numpy()
     return keep[np.argsort(-scores[keep], kind='stable')]
 
 
@@ -181,7 +185,8 @@ class EProPnPNuScenesMetric(NuScenesMetric):
                 raise KeyError('EProPnPNuScenesMetric: data sample without pred_instances_3d')
             pred = ds['pred_instances_3d']
             out = {}
-            for key in ('bboxes_3d', 'scores_3d', 'labels_3d', 'attr_labels', 'attr_scores', 'velocities'):
+            for key in ('bboxes_3d', 'scores_3d', 'labels_3d', 'attr_labels', 'attr_scores', 'velocities',
+                        'pose_cov', 'pose_samples', 'pose_sample_weights'):  # the last three: the sidecar
                 if key in pred:
                     val = pred[key]
                     out[key] = val.to('cpu') if hasattr(val, 'to') else val
@@ -255,7 +260,13 @@ class EProPnPNuScenesMetric(NuScenesMetric):
 
     def sample_to_global(self, info: dict, cam_results: Dict[int, dict], classes: Sequence[str]) -> List[dict]:
         """All camera predictions of one sample → fused, NMS-ed list of nuScenes JSON boxes."""
+        return self._sample_to_global(info, cam_results, classes)[0]
+
+    def _sample_to_global(self, info: dict, cam_results: Dict[int, dict], classes: Sequence[str]):
+        """:meth:`sample_to_global` plus the pose-uncertainty sidecar records of the same boxes in the same order
+        (None where a prediction has no ``pose_cov``) and the cameras' camera→global transforms."""
         cams = list(info['images'].keys())
+        cam2global = {}
         ranges = self.eval_detection_configs.class_range
         parts = defaultdict(list)
         for cam_id, pred in sorted(cam_results.items()):
@@ -270,6 +281,9 @@ class EProPnPNuScenesMetric(NuScenesMetric):
             in_range = dist <= np.array([ranges[classes[label]] for label in labels])
             c2g = cam2global_matrix(img['lidar2cam'], info['lidar_points']['lidar2ego'], info['ego2global'])
             glob = model_boxes_to_frame(boxes, c2g, velo)
+            cam2global[cams[cam_id]] = c2g.numpy().tolist()
+            pose_cov = pred.get('pose_cov')
+            mc_samples = pred.get('pose_samples')
             attr_scores = pred.get('attr_scores')
             attr_labels = pred.get('attr_labels')
             for i in np.nonzero(in_range)[0]:
@@ -285,8 +299,12 @@ class EProPnPNuScenesMetric(NuScenesMetric):
                 parts['label'].append(labels[i])
                 parts['score'].append(scores[i])
                 parts['attr'].append(attr)
+                parts['unc'].append(None if pose_cov is None else box_uncertainty_entry(
+                    cams[cam_id], boxes[i, 3:7].numpy(), pose_cov[i].double().numpy(), c2g.numpy(),
+                    None if mc_samples is None else mc_samples[i].double().numpy(),
+                    None if mc_samples is None else pred['pose_sample_weights'][i].double().numpy()))
         if not parts:
-            return []
+            return [], [], cam2global
         center = np.stack(parts['center'])
         wlh = np.stack(parts['wlh'])
         score = np.array(parts['score'])
@@ -299,7 +317,7 @@ class EProPnPNuScenesMetric(NuScenesMetric):
                               rotation=parts['quat'][i].tolist(), velocity=parts['velocity'][i].tolist(),
                               detection_name=classes[label[i]], detection_score=float(score[i]),
                               attribute_name=parts['attr'][i]))
-        return annos
+        return annos, [parts['unc'][i] for i in keep], cam2global
 
     def format_results(self, results: List[dict], classes: Optional[List[str]] = None,
                        jsonfile_prefix: Optional[str] = None) -> str:
@@ -315,10 +333,15 @@ class EProPnPNuScenesMetric(NuScenesMetric):
         if missing:
             warnings.warn(f'{len(missing)} of {len(self.data_infos)} samples lack some camera results; they are '
                           f'submitted with what is there (devkit counts their objects as missed)')
-        nusc_annos = {}
+        nusc_annos, unc, cam2global = {}, {}, {}
         for frame, info in enumerate(mmengine.track_iter_progress(self.data_infos)):
-            nusc_annos[info['token']] = self.sample_to_global(info, by_frame.get(frame, {}), classes)
+            nusc_annos[info['token']], unc[info['token']], cam2global[info['token']] = self._sample_to_global(
+                info, by_frame.get(frame, {}), classes)
         mmengine.mkdir_or_exist(jsonfile_prefix)
         res_path = osp.join(jsonfile_prefix, 'results_nusc.json')
         mmengine.dump(dict(meta=self.modality, results=nusc_annos), res_path)
+        if any(r is not None for boxes in unc.values() for r in boxes):
+            # beside the submission, never inside it: the devkit and the server accept only the standard fields
+            mmengine.dump(dict(format=SIDECAR_FORMAT, frame=SIDECAR_FRAME, results=unc, cam2global=cam2global),
+                          osp.join(jsonfile_prefix, SIDECAR_NAME))
         return res_path
