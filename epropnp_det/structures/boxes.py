@@ -21,7 +21,8 @@ with a 4×4 ``frame_from_cam`` matrix (cam→ego = ``cam2ego``; cam→global = :
 to AUGMENTED continuous coordinates; flips/crops/resizes left-multiply it (:func:`flip_transform`,
 :func:`crop_transform`, :func:`scale_transform`). A ``K``-projection ``u = fx·X/Z + cx`` is a continuous
 coordinate in the v2 convention and an integer-centre coordinate in v1 (continuous = ``u + 0.5``):
-:func:`k_projection_to_continuous` / :func:`continuous_to_k_projection` with ``convention='v1'|'v2'``.
+:func:`k_projection_to_continuous` / :func:`continuous_to_k_projection` with ``convention='v1'|'v2'``
+(defined in :mod:`epropnp_det.ops.pixels`, the one home of the convention).
 
 All functions are torch-based, batch-first, and keep the input dtype (use float64 for exact round trips).
 """
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from epropnp_det.ops.pixels import PIXEL_CONVENTIONS, continuous_to_k_projection, k_projection_to_continuous
 from epropnp_det.ops.pnp.rotation import quaternion_to_rot_mat, rot_mat_to_yaw, yaw_to_rot_mat
 from epropnp_det.ops.pnp.rotation import wrap_angle as wrap_to_pi  # radians into [-π, π); public name kept
 
@@ -46,8 +48,6 @@ __all__ = [
 
 #: KITTI-local → nuScenes-local axes (spec §4.2): ``p_kitti = KITTI2NUS_ROTᵀ · p_nus``, row form ``p_nus @ K2N``.
 KITTI2NUS_ROT = ((1., 0., 0.), (0., 0., 1.), (0., -1., 0.))
-#: offset added to a K-projection to get continuous pixel coordinates
-PIXEL_CONVENTIONS = {'v1': 0.5, 'v2': 0.0}
 
 
 def _k2n(ref: Tensor) -> Tensor:
@@ -237,16 +237,8 @@ def flip_intrinsics(cam2img: Tensor, width: float, convention: str = 'v2') -> Te
 
 
 # ----------------------------------------------------------------------------------------------------------- pixels
-def k_projection_to_continuous(uv: Tensor, convention: str) -> Tensor:
-    """(..., 2) K-projected coordinates → continuous (edge) pixel coordinates (v1: +0.5, v2: unchanged)."""
-    return uv + PIXEL_CONVENTIONS[convention]
-
-
-def continuous_to_k_projection(uv: Tensor, convention: str) -> Tensor:
-    """Inverse of :func:`k_projection_to_continuous`."""
-    return uv - PIXEL_CONVENTIONS[convention]
-
-
+# PIXEL_CONVENTIONS, k_projection_to_continuous and continuous_to_k_projection live in epropnp_det.ops.pixels (one
+# home for the 0.5-pixel convention, importable by the torch-only ops) and are re-exported here.
 def flip_transform(width: float) -> np.ndarray:
     """(3, 3) horizontal flip of continuous coordinates in an image of width W: ``u → W − u``."""
     return np.array([[-1., 0., width], [0., 1., 0.], [0., 0., 1.]])

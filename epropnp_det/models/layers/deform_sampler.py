@@ -39,6 +39,8 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from epropnp_det.ops.pixels import check_pixel_convention, continuous_to_k_projection
+
 __all__ = ['EProPnPDeformableAttentionSampler', 'SamplerOutput', 'sample_maps_5d', 'analytic_border_mask',
            'apply_homography']
 
@@ -147,8 +149,7 @@ class EProPnPDeformableAttentionSampler(BaseModule):
             raise ValueError(f'embed_dims={embed_dims} must be divisible by num_heads={num_heads}')
         if x2d_mode not in ('homography', 'dense_map'):
             raise ValueError(f"x2d_mode must be 'homography' or 'dense_map', got {x2d_mode!r}")
-        if pixel_convention not in ('v1', 'v2'):
-            raise ValueError(f"pixel_convention must be 'v1' or 'v2', got {pixel_convention!r}")
+        check_pixel_convention(pixel_convention)
         analytic_border_mask(torch.zeros(2), torch.ones(2), 1., mask_ramp)  # validates ``mask_ramp``
         self.embed_dims, self.num_heads, self.num_points = embed_dims, num_heads, num_points
         self.head_dims = embed_dims // num_heads
@@ -192,8 +193,7 @@ class EProPnPDeformableAttentionSampler(BaseModule):
                     loc = loc.float()
                 inv = torch.linalg.inv(img_transforms.to(loc.dtype))[img_inds]  # (N, 3, 3)
                 x2d = apply_homography(inv[:, None], loc)  # (N, Hh, P, 2)
-            if self.pixel_convention == 'v1':
-                x2d = x2d - 0.5
+            x2d = continuous_to_k_projection(x2d, self.pixel_convention)
             mask = analytic_border_mask(loc, img_wh.to(loc.dtype)[img_inds][:, None, None], self.stride,
                                         self.mask_ramp)
             return x2d.transpose(-1, -2), mask[:, :, None]

@@ -41,6 +41,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from epropnp_det.ops.pixels import check_pixel_convention, continuous_to_k_projection, k_projection_to_continuous
 from epropnp_det.ops.pnp._amp import fp32
 from epropnp_det.ops.pnp.camera import project
 from epropnp_det.ops.pnp.types import CameraParams
@@ -89,8 +90,7 @@ def homography_x2d_roi(rois: Tensor, img_transforms: Tensor, roi_shape: Tuple[in
     ys = rois[:, None, None, 2] + fy[None, :, None] * wh[:, None, None, 1]
     pts = torch.stack(torch.broadcast_tensors(xs, ys), -1).reshape(G, rh * rw, 2)
     x2d = apply_homography(torch.linalg.inv(img_transforms)[:, None], pts[:, :, None, :])[:, :, 0]
-    if pixel_convention == 'v1':
-        x2d = x2d - 0.5
+    x2d = continuous_to_k_projection(x2d, pixel_convention)
     return x2d.transpose(1, 2).reshape(G, 2, rh, rw)
 
 
@@ -202,8 +202,7 @@ class EProPnPRoIAuxBranch(BaseModule):
                  distance_min: float = 0.1, allowed_border: float = 200., z_min: float = 0.1,
                  noc_bias_radius: float = 0.5, weight_scale: float = 0.01, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if pixel_convention not in ('v1', 'v2'):
-            raise ValueError(f"pixel_convention must be 'v1' or 'v2', got {pixel_convention!r}")
+        check_pixel_convention(pixel_convention)
         self.embed_dims, self.num_heads = embed_dims, num_heads
         self.head_dims = embed_dims // num_heads
         self.roi_shape = tuple(int(s) for s in roi_shape)
@@ -333,7 +332,7 @@ class EProPnPRoIAuxBranch(BaseModule):
         if self.regr_version == 'v1':
             cells = cell_indices_v1(x2d, obj, x2d_roi)
         else:
-            x2d_cont = x2d + 0.5 if self.pixel_convention == 'v1' else x2d
+            x2d_cont = k_projection_to_continuous(x2d, self.pixel_convention)
             cells = cell_indices_v2(x2d_cont, obj, img_transforms.to(dtype), rois, self.roi_shape)
         return lidar_cell_targets(x3d, obj, cells, G, self.roi_shape)
 

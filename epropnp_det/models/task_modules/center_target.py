@@ -28,14 +28,10 @@ import torch
 from mmdet3d.registry import TASK_UTILS
 from torch import Tensor
 
+from epropnp_det.ops.pixels import check_pixel_convention, continuous_to_k_projection
+from epropnp_det.ops.pnp.rotation import yaw_to_rot_mat
+
 __all__ = ['EProPnPVolumeCenter', 'ray_box_depths']
-
-
-def _yaw_matrix(yaw: Tensor) -> Tensor:
-    """(n,) yaw → (n, 3, 3) rotation about camera y: X_cam = R·X_obj + t (spec §0.1)."""
-    c, s = yaw.cos(), yaw.sin()
-    zero, one = torch.zeros_like(yaw), torch.ones_like(yaw)
-    return torch.stack((c, zero, s, zero, one, zero, -s, zero, c), -1).reshape(-1, 3, 3)
 
 
 def ray_box_depths(rays: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
@@ -49,7 +45,7 @@ def ray_box_depths(rays: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
         t_near, t_far: (M, n) camera z (metres) where each ray enters / leaves each box (``t_far < t_near`` if
         it misses).
     """
-    rot = _yaw_matrix(boxes[:, 6])  # (n, 3, 3)
+    rot = yaw_to_rot_mat(boxes[:, 6])  # (n, 3, 3): X_cam = R·X_obj + t
     half = boxes[:, None, :3] / 2  # (n, 1, 3)
     origin = -(rot.transpose(1, 2) @ boxes[:, 3:6, None])[..., 0]  # (n, 3) camera centre in the object frame
     dirs = torch.einsum('nji,mj->nmi', rot, rays)  # (n, M, 3) = Rᵀ d
@@ -79,8 +75,7 @@ class EProPnPVolumeCenter:
     def __init__(self, output_stride: float = 4, faces_per_pixel: int = 16, z_clip: float = 0.01,
                  min_box_size: float = 4.0, min_thickness: float = 1e-6, pixel_convention: str = 'v2',
                  supersample: int = 1):
-        if pixel_convention not in ('v1', 'v2'):
-            raise ValueError(f"pixel_convention must be 'v1' or 'v2', got {pixel_convention!r}")
+        check_pixel_convention(pixel_convention)
         if supersample < 1:
             raise ValueError(f'supersample must be >= 1, got {supersample}')
         self.output_stride, self.faces_per_pixel, self.z_clip = output_stride, faces_per_pixel, z_clip
@@ -102,8 +97,7 @@ class EProPnPVolumeCenter:
         """Counted thickness (metres) of each box along the rays through augmented points: (M, n)."""
         pts = torch.cat((points_aug, torch.ones_like(points_aug[:, :1])), -1) @ torch.linalg.inv(img_transform).T
         pts = pts[:, :2] / pts[:, 2:]
-        if self.pixel_convention == 'v1':
-            pts = pts - 0.5
+        pts = continuous_to_k_projection(pts, self.pixel_convention)
         rays = torch.cat((pts, torch.ones_like(pts[:, :1])), -1) @ torch.linalg.inv(cam2img).T
         rays = rays / rays[:, 2:]
         t_near, t_far = ray_box_depths(rays, boxes)

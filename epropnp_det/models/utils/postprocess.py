@@ -8,7 +8,10 @@ Fixes relative to the published code:
 * spec §13.1: the original BEV NMS returns nothing when the whole batch holds ≤ 1 box (a lone detection was
   dropped). Here a single box is kept.
 
-Box convention: ``[l, h, w, x, y, z, yaw]``, geometric centre, camera frame (spec §0.1).
+Box convention: ``[l, h, w, x, y, z, yaw]``, geometric centre, camera frame (docs/method.md §0.1). Box corners
+and edges come from :func:`epropnp_det.structures.boxes.model_boxes_corners` / ``box_edges`` (mmdet3d's corner
+order); :func:`rotated_bev_nms` is the one rotated BEV NMS of the project (the head's camera-frame NMS and the
+metric's cross-camera NMS in the global frame both call it).
 """
 from typing import Tuple
 
@@ -16,20 +19,14 @@ import torch
 from mmcv.ops import nms_rotated
 from torch import Tensor
 
-__all__ = ['box_corners', 'project_boxes_2d', 'bev_nms', 'BOX_EDGES']
+from epropnp_det.structures.boxes import box_edges, model_boxes_corners
 
-# corner index bits: (x sign, y sign, z sign) = bit 2, bit 1, bit 0 of the index
-_SIGNS = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=torch.float64) - 0.5
-BOX_EDGES = torch.tensor([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count('1') == 1])
+__all__ = ['box_corners', 'project_boxes_2d', 'bev_nms', 'rotated_bev_nms', 'BOX_EDGES']
 
-
-def box_corners(boxes: Tensor) -> Tensor:
-    """(N, 7) boxes → (N, 8, 3) camera-frame corners (``±0.5·[l, h, w]`` rotated by yaw about y, translated)."""
-    local = _SIGNS.to(boxes)[None] * boxes[:, None, :3]
-    c, s = boxes[:, 6].cos()[:, None], boxes[:, 6].sin()[:, None]
-    x = c * local[..., 0] + s * local[..., 2]
-    z = -s * local[..., 0] + c * local[..., 2]
-    return torch.stack((x, local[..., 1], z), -1) + boxes[:, None, 3:6]
+#: (12, 2) corner index pairs of the box edges (in :func:`box_corners` order)
+BOX_EDGES = torch.tensor(box_edges())
+#: (N, 7) model boxes → (N, 8, 3) camera-frame corners, mmdet3d ``CameraInstance3DBoxes.corners`` order
+box_corners = model_boxes_corners
 
 
 def project_boxes_2d(boxes: Tensor, cam2img: Tensor, img_wh: Tensor, near: float = 0.1,
@@ -69,12 +66,40 @@ def project_boxes_2d(boxes: Tensor, cam2img: Tensor, img_wh: Tensor, near: float
     return torch.where(in_front[:, None], bboxes, bboxes.new_zeros(N, 4)), in_front
 
 
-def bev_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thr: float) -> Tensor:
-    """Class/image-wise rotated NMS of BEV footprints; suppress if IoU > ``iou_thr``.
+def rotated_bev_nms(centers: Tensor, sizes: Tensor, headings: Tensor, scores: Tensor, groups: Tensor,
+                    iou_thr: float) -> Tensor:
+    """Group-wise NMS of rotated rectangles in a plane; suppress if IoU > ``iou_thr``, highest score first.
 
-    Footprint of a box in the camera x–z plane: centre ``(x, z)``, size ``(l, w)``, heading
-    ``(cos yaw, −sin yaw)``. mmcv's ``nms_rotated`` (``clockwise=True``) rotates by ``[[c, −s], [s, c]]``, hence
-    the angle ``−yaw``. Groups are separated by shifting centres far apart.
+    Convention: a rectangle has centre ``(a, b)`` in the plane's two axes, size ``(length, width)`` with the length
+    along the heading, and ``heading`` (radians) measured from the first axis towards the second (counter-clockwise
+    for a right-handed ``x, y`` plane seen from above). That is mmcv ``nms_rotated``'s angle with its default
+    ``clockwise=True`` (which rotates the length axis by ``[[cos, −sin], [sin, cos]]``).
+
+    Groups (classes, images) are separated by shifting the centres of each group far apart (one kernel call, no
+    host synchronisation; mmcv's CPU kernel ignores its ``labels`` argument). The centres are first moved to start
+    at 0, which leaves every IoU unchanged and keeps float32 precision for large (e.g. global-frame) coordinates.
+
+    Args:
+        centers: (N, 2); sizes: (N, 2) ``(length, width)``; headings: (N,); scores: (N,); groups: (N,) long.
+        iou_thr: IoU threshold.
+
+    Returns:
+        (K,) long indices of the kept rectangles, by descending score.
+    """
+    if centers.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=centers.device)
+    ctr = centers - centers.amin(0)
+    span = ctr.max() + 2 * sizes.max() + 1
+    dets = torch.cat((ctr + groups.to(ctr)[:, None] * span, sizes.to(ctr), headings.to(ctr)[:, None]), -1)
+    _, keep = nms_rotated(dets.float(), scores.float(), iou_thr)
+    return keep
+
+
+def bev_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thr: float) -> Tensor:
+    """Class/image-wise rotated NMS of camera-frame BEV footprints (:func:`rotated_bev_nms`).
+
+    Footprint of a box in the camera x–z plane: centre ``(x, z)``, size ``(l, w)``, heading ``(cos yaw, −sin yaw)``
+    in ``(x, z)`` coordinates, i.e. the angle ``−yaw`` from x towards z.
 
     Args:
         boxes: (N, 7); scores: (N,); groups: (N,) long (e.g. ``img·num_classes + label``).
@@ -82,10 +107,4 @@ def bev_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_thr: float) -> Te
     Returns:
         (K,) long indices of kept boxes, by descending score.
     """
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    ctr = boxes[:, [3, 5]]
-    span = (ctr.max() - ctr.min()) + 2 * boxes[:, [0, 2]].max() + 1
-    dets = torch.cat((ctr + groups.to(boxes)[:, None] * span, boxes[:, [0, 2]], -boxes[:, 6:7]), -1)
-    _, keep = nms_rotated(dets.float(), scores.float(), iou_thr)
-    return keep
+    return rotated_bev_nms(boxes[:, [3, 5]], boxes[:, [0, 2]], -boxes[:, 6], scores, groups, iou_thr)
