@@ -1,5 +1,5 @@
 """The method description lives in the repository: every section reference of the code is a heading of
-docs/method.md, and no Python file points at the specification file or at folders outside the repository.
+docs/method.md, and no Python file points at a document or folder outside the repository instead.
 
 Section references are read from comments and docstrings of every ``.py`` file under ``epropnp_det/``,
 ``tools/``, ``tests/`` and ``configs/``: ``§2.2``, ranges ``§2.8–2.10`` / ``§13.11-13`` (each section of the range
@@ -22,9 +22,10 @@ REF_RE = re.compile(SECTION + r'(\d+(?:\.\d+)*)(?:[\u2013-](\d+(?:\.\d+)*))?')
 APPENDIX_RE = re.compile(r'\bAppendix ([A-Z])\b')
 HEADING_RE = re.compile(r'^#{1,6}\s+(?:' + SECTION + r')?(\d+(?:\.\d+)*)[.\s]')
 HEADING_APPENDIX_RE = re.compile(r'^#{1,6}\s+Appendix ([A-Z])\b')
-# references into the old specification file, and paths that leave the repository (bracketed letters keep this
-# file from matching itself)
-OUTSIDE_RE = re.compile(r'epropnp_det_sp[e]c|\.\./shar[e]d|shared/referenc[e]|\b[Ss]pec\s+(?:#\s*)?(?:' + SECTION
+# references into the former out-of-repository method document (its file name, its folder, or the word that
+# introduced its sections), and paths that leave the repository; bracketed letters keep this file from matching
+# itself
+OUTSIDE_RE = re.compile(r'epropnp_det_sp[e]c|\.\./shar[e]d|shared/referenc[e]|\b[Ss]p[e]c\s+(?:#\s*)?(?:' + SECTION
                         + r'|Appendix\b)')
 
 
@@ -116,8 +117,9 @@ def test_no_reference_leaves_the_repository():
         for k, line in enumerate(read(rel).split('\n'), 1):
             for m in OUTSIDE_RE.finditer(line):
                 found.append(f'{rel}:{k}: {m.group(0)!r}')
-    # a reference split over two comment lines ("spec" / "# §...") is caught on the joined text
+    # a reference split over two comment lines (the old word at a line end, the section on the next) is caught on
+    # the joined text
     for rel in py_files():
-        for m in re.finditer(r'\b[Ss]pec\s*\n\s*#?\s*' + SECTION, read(rel)):
+        for m in re.finditer(r'\b[Ss]p[e]c\s*\n\s*#?\s*' + SECTION, read(rel)):
             found.append(f'{rel}: {m.group(0)!r}')
     assert not found, 'point these at docs/method.md instead:\n' + '\n'.join(found)
