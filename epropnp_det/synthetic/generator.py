@@ -18,8 +18,15 @@ Layout written::
 
 Modelling choices (documented because consumers rely on them):
 
-* All sensors of a sample share the keyframe timestamp (each has its own ``sample_data`` and ``ego_pose``
-  record, with identical values), so image content and annotations are exactly synchronous.
+* By default all sensors of a sample share the keyframe timestamp (each has its own ``sample_data`` and
+  ``ego_pose`` record, with identical values), so image content and annotations are exactly synchronous.
+  ``GeneratorConfig.camera_time_offsets_us`` gives each camera its own capture time instead, as on the real
+  vehicle (cameras fire as the LiDAR sweeps past them): camera ``c`` is captured at the keyframe (LiDAR, sample,
+  annotation) time plus ``offset[c]``; its ``sample_data`` / ``ego_pose`` records carry that timestamp and the ego
+  pose at that time, and its image shows the ego and every object at that time (objects keep moving, so a moving
+  object's pixels are displaced by velocity x offset from its annotation, as in nuScenes). Which objects exist is
+  still decided at the keyframe time. The default stays synchronous: existing datasets, tests and recorded results
+  assume it, and exact image/label agreement is what the synthetic data is for.
 * Only objects within ``ANNOTATION_RADIUS`` (55 m, ego xy) and with at least ``min_lidar_pts`` (default 1) LiDAR
   returns exist in a frame: they are annotated, rendered and hit by the LiDAR; the others are none of these (no
   unlabelled objects in the images, and every annotation survives the devkit's zero-point filter).  An instance
@@ -84,6 +91,9 @@ class GeneratorConfig:
     jpeg_quality: int = 90
     min_lidar_pts: int = 1
     overwrite: bool = False
+    #: per-camera capture time minus the keyframe time, microseconds, in ``CAMERAS`` order (6 values); empty or
+    #: all zero = synchronous sensors (the default)
+    camera_time_offsets_us: tuple = ()
 
     def validate(self):
         if not 1 <= self.num_scenes <= len(SCENE_ORDER):
@@ -97,6 +107,18 @@ class GeneratorConfig:
             raise ValueError(f'min_lidar_pts must be >= 0, got {self.min_lidar_pts}')
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f'jpeg_quality must be in 1..100, got {self.jpeg_quality}')
+        offs = tuple(self.camera_time_offsets_us)
+        if offs and (len(offs) != len(CAMERAS) or any(int(o) != o for o in offs)):
+            raise ValueError(f'camera_time_offsets_us must be {len(CAMERAS)} integers (microseconds, in the order '
+                             f'{CAMERAS}) or empty, got {self.camera_time_offsets_us}')
+        if any(abs(o) >= KEYFRAME_INTERVAL_US // 2 for o in offs):
+            raise ValueError(f'camera_time_offsets_us must stay within +-{KEYFRAME_INTERVAL_US // 2} us of the '
+                             f'keyframe, got {self.camera_time_offsets_us}')
+
+    def camera_offsets_us(self) -> dict:
+        """Channel -> capture-time offset (int microseconds) for every sensor (LiDAR: 0)."""
+        offs = tuple(int(o) for o in self.camera_time_offsets_us) or (0,) * len(CAMERAS)
+        return dict(zip(CAMERAS, offs), **{LIDAR: 0})
 
 
 def token(seed: int, *parts) -> str:
@@ -129,6 +151,7 @@ class SceneSetup:
             self.cameras.append(Camera(name, K, W, H, camera_rotation(yaw), t))
         self.lidar_rot = rot_z(np.deg2rad(LIDAR_YAW_DEG))
         self.lidar_trans = np.asarray(LIDAR_TRANSLATION, dtype=np.float64)
+        self.offsets_us = cfg.camera_offsets_us()
         self.location = LOCATIONS[scene_idx % len(LOCATIONS)]
         self.t0_us = TIMESTAMP0_US + scene_idx * 3_600_000_000
         start = datetime.datetime.fromtimestamp(self.t0_us // 1_000_000, tz=datetime.timezone.utc)
@@ -136,8 +159,13 @@ class SceneSetup:
         self.logfile = f"n900-{start.strftime('%Y-%m-%d-%H-%M-%S')}+0000-s{cfg.seed}"
         self._renderers = None
 
-    def timestamp(self, k: int) -> int:
-        return self.t0_us + k * KEYFRAME_INTERVAL_US
+    def timestamp(self, k: int, channel: str = LIDAR) -> int:
+        """Capture time (us) of ``channel`` in keyframe k; the LiDAR's is the keyframe (sample) time."""
+        return self.t0_us + k * KEYFRAME_INTERVAL_US + self.offsets_us[channel]
+
+    def time_s(self, k: int, channel: str = LIDAR) -> float:
+        """Scene time (s) of ``channel``'s capture in keyframe k (the argument of the world's queries)."""
+        return k * self.world.interval_s + self.offsets_us[channel] * 1e-6
 
     def renderers(self):
         if self._renderers is None:
@@ -157,6 +185,11 @@ class SceneSetup:
                      gain=np.stack([objs[i].color_gain for i in ids]) if len(ids) else np.zeros((0, 3)))
         return dict(ids=ids, boxes=boxes, ego_trans=ego_t, ego_yaw=ego_yaw)
 
+    def boxes_at(self, boxes: dict, ids: np.ndarray, t: float) -> dict:
+        """``boxes`` (of objects ``ids``) moved to scene time ``t``: centre, yaw and velocity at t."""
+        st = self.world.object_states(t)
+        return dict(boxes, center=st['center'][ids], yaw=st['yaw'][ids], velocity=st['velocity'][ids])
+
 
 _SETUP_CACHE: dict = {}
 
@@ -172,7 +205,7 @@ def _get_setup(cfg: GeneratorConfig, scene_idx: int) -> SceneSetup:
 
 def sensor_filename(setup: SceneSetup, channel: str, k: int) -> str:
     ext = 'pcd.bin' if channel == LIDAR else 'jpg'
-    return f'samples/{channel}/{setup.logfile}__{channel}__{setup.timestamp(k)}.{ext}'
+    return f'samples/{channel}/{setup.logfile}__{channel}__{setup.timestamp(k, channel)}.{ext}'
 
 
 def _render_sample(args) -> dict:
@@ -205,8 +238,12 @@ def _render_sample(args) -> dict:
     visible = np.zeros(n, dtype=np.int64)
     per_cam_visible = {}
     for cam, renderer in zip(setup.cameras, setup.renderers()):
-        img, fp, vis, _ = renderer.render(setup.world.road, fr['ego_trans'], fr['ego_yaw'], boxes,
-                                          setup.world.sun, rng)
+        ego_trans, ego_yaw, cam_boxes = fr['ego_trans'], fr['ego_yaw'], boxes
+        if setup.offsets_us[cam.name]:  # captured off the keyframe: the ego and the objects at that time
+            t_cam = setup.time_s(k, cam.name)
+            ego_trans, ego_yaw = setup.world.ego_pose(t_cam)
+            cam_boxes = setup.boxes_at(boxes, ids, t_cam)
+        img, fp, vis, _ = renderer.render(setup.world.road, ego_trans, ego_yaw, cam_boxes, setup.world.sun, rng)
         footprint += fp
         visible += vis
         per_cam_visible[cam.name] = vis.tolist()
@@ -276,15 +313,16 @@ def _build_tables(cfg: GeneratorConfig, setups: list, results: dict) -> tuple:
             tables['sample'].append(dict(token=sample_tokens[k], timestamp=ts, prev=sample_tokens[k - 1] if k else '',
                                          next=sample_tokens[k + 1] if k + 1 < n_samples else '',
                                          scene_token=token(seed, 'scene', nm)))
-            ego_t, ego_yaw = setup.world.ego_pose(k * setup.world.interval_s)
             for ch in channels:
+                ego_t, ego_yaw = setup.world.ego_pose(setup.time_s(k, ch))  # at the sensor's capture time
+                ts_ch = setup.timestamp(k, ch)
                 ep_tok = token(seed, 'ego_pose', nm, ch, k)
-                tables['ego_pose'].append(dict(token=ep_tok, timestamp=ts, rotation=yaw_to_quaternion(ego_yaw),
+                tables['ego_pose'].append(dict(token=ep_tok, timestamp=ts_ch, rotation=yaw_to_quaternion(ego_yaw),
                                                translation=[float(v) for v in ego_t]))
                 is_cam = ch != LIDAR
                 tables['sample_data'].append(dict(
                     token=token(seed, 'sample_data', nm, ch, k), sample_token=sample_tokens[k],
-                    ego_pose_token=ep_tok, calibrated_sensor_token=cs_tok[ch], timestamp=ts,
+                    ego_pose_token=ep_tok, calibrated_sensor_token=cs_tok[ch], timestamp=ts_ch,
                     fileformat='jpg' if is_cam else 'pcd', is_key_frame=True,
                     height=int(cfg.image_size[1]) if is_cam else 0, width=int(cfg.image_size[0]) if is_cam else 0,
                     filename=sensor_filename(setup, ch, k),
@@ -391,6 +429,8 @@ def generate_dataset(cfg: GeneratorConfig, progress: bool = True) -> dict:
     meta.pop('out_dir')
     meta.pop('overwrite')
     meta.pop('workers')
+    if not any(meta['camera_time_offsets_us']):  # synchronous: the side file reads as before the option existed
+        meta.pop('camera_time_offsets_us')
     with open(osp.join(cfg.out_dir, 'synthetic_gt.json'), 'w') as f:
         json.dump(dict(meta=meta, annotations=gt_anns), f)
     elapsed = time.time() - t_start
