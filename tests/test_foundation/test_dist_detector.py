@@ -2,7 +2,9 @@
 
 Statistical, not bitwise, equivalence with one process: the object sampler, RSLM and AMIS draw from the global
 torch RNG per process, so the ranks' random streams differ from a single process's. Checked here: both ranks train
-through mmengine's DDP with finite losses, and their parameters stay identical (gradients are all-reduced).
+through mmengine's DDP with finite losses, in a process group with the backend of the device present (each rank
+records ``torch.distributed.get_backend()`` through ``dist_backend_probe.DistBackendProbeHook``: gloo without
+CUDA, NCCL with it), and the checkpoint's parameters are finite.
 """
 import glob
 import json
@@ -20,14 +22,18 @@ def test_dist_train_detector_two_cpu_processes(tmp_path):
     from tests.test_datasets.tiny_nuscenes import tiny_nuscenes_root  # tiny generated dataset + infos
     root = tiny_nuscenes_root()
     d = root.rstrip('/') + '/'
+    from mmengine.config import Config
+    cfg_path = os.path.join(REPO, 'configs', 'epropnp_det_r18_synthetic.py')
+    imports = list(Config.fromfile(cfg_path).custom_imports['imports']) + ['tests.test_foundation.dist_backend_probe']
     opts = ['train_cfg.max_iters=6', 'default_hooks.checkpoint.interval=6', 'default_hooks.logger.interval=1',
             'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None', 'train_dataloader.batch_size=1',
             'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-            f'train_dataloader.dataset.data_root={d}', 'custom_hooks=[]']
+            f'train_dataloader.dataset.data_root={d}', "custom_hooks=[dict(type='DistBackendProbeHook')]",
+            'custom_imports.imports=[' + ','.join(f"'{m}'" for m in imports) + ']']
     env = dict(os.environ, PYTHONPATH=REPO, PYTHON=sys.executable, OMP_NUM_THREADS='1')
     env.pop('PORT', None)
-    cmd = ['bash', os.path.join(REPO, 'tools', 'dist_train.sh'), os.path.join(REPO, 'configs',
-           'epropnp_det_r18_synthetic.py'), '2', '--work-dir', str(tmp_path), '--cfg-options'] + opts
+    cmd = ['bash', os.path.join(REPO, 'tools', 'dist_train.sh'), cfg_path, '2', '--work-dir', str(tmp_path),
+           '--cfg-options'] + opts
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     logs = glob.glob(str(tmp_path / '*' / 'vis_data' / 'scalars.json'))
@@ -37,7 +43,13 @@ def test_dist_train_detector_two_cpu_processes(tmp_path):
     import torch
     ckpt = torch.load(tmp_path / 'iter_6.pth', map_location='cpu', weights_only=False)
     assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values() if v.is_floating_point())
-    assert 'gloo' in out.stdout + out.stderr or not torch.cuda.is_available()
+    infos = [json.load(open(p)) for p in sorted(glob.glob(str(tmp_path / 'backend_rank*.json')))]
+    assert [i['rank'] for i in infos] == [0, 1], infos
+    expected = ('nccl', 'cuda') if torch.cuda.is_available() else ('gloo', 'cpu')
+    for info in infos:
+        assert info['initialized'] and info['world_size'] == 2, info
+        assert (info['backend'], info['param_device'].split(':')[0]) == expected, info
+        assert info['wrapper'] == 'MMDistributedDataParallel', info
 
 
 @pytest.mark.slow
