@@ -87,3 +87,51 @@ def format_table(header: Sequence[str], rows: List[Sequence], title: Optional[st
     for r in body:
         lines.append('| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)) + ' |')
     return '\n'.join(lines)
+
+
+def run_meta(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """Where and how a result was measured: UTC date and time, host, CPU count, torch version and device, the
+    command line and the git commit (``None`` outside a checkout). Stored as ``meta`` in every ``--json`` file."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+    meta: Dict[str, object] = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
+        time_utc=datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S'),
+        host=platform.node(), cpus=os.cpu_count(), python=platform.python_version(),
+        command=' '.join(['python', osp.relpath(osp.abspath(sys.argv[0]), REPO)] +
+                         list(sys.argv[1:] if argv is None else argv)))
+    try:
+        import torch
+        meta['torch'] = torch.__version__
+        meta['torch_threads'] = torch.get_num_threads()
+        meta['cuda_device'] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    try:
+        meta['commit'] = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                                        text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        meta['commit'] = None
+    return meta
+
+
+def write_json(path: Optional[str], rows, argv: Optional[Sequence[str]] = None, **extra) -> None:
+    """Writes ``{"meta": run_meta(argv), **extra, "rows": rows}`` to ``path`` (nothing if ``path`` is None);
+    ``tools/make_readme_tables.py`` reads such files from ``docs/results/``."""
+    if not path:
+        return
+    import json
+    import os
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(dict(meta=run_meta(argv), **extra, rows=rows), f, indent=1, default=str)
+    print(f'wrote {path}')
+
+
+def add_json_option(parser) -> None:
+    """The benchmarks' common ``--json PATH`` option (results for ``docs/results/``)."""
+    parser.add_argument('--json', metavar='PATH', default=None,
+                        help='also write the results (with date, machine, command, commit) as JSON, e.g. '
+                             'docs/results/NAME_YYYY-MM-DD.json (see tools/make_readme_tables.py)')

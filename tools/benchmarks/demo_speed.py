@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import REPO, format_table  # noqa: E402
+from _bench_common import REPO, add_json_option, format_table, write_json  # noqa: E402
 
 sys.path.insert(0, REPO)
 
@@ -38,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('--views', default='3d,bev', help="views drawn in the 'demo' column (tools/demo.py)")
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--repeats', type=int, default=3, help='timed passes per row (the fastest is reported)')
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
@@ -138,6 +139,11 @@ def main(argv=None):
                              f'{args.views or "none"}, torch threads {torch.get_num_threads()}, '
                              f'load average {os.getloadavg()[0]:.1f} at the end'
                              + ('' if args.checkpoint else ', random weights, 30 boxes/img')))
+    # same row fields as docs/results/demo_speed_*.json (read by tools/make_readme_tables.py)
+    write_json(args.json, [dict(device=r[0], batch=int(r[1]), images=int(r[2]), model_img_s=float(r[3]),
+                                demo_img_s=float(r[4]), demo_ms_per_img=float(r[5])) for r in rows], argv,
+               config=args.config, image_size=list(args.image_size), views=args.views,
+               random_weights=not args.checkpoint)
     return rows
 
 

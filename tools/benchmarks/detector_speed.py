@@ -36,7 +36,7 @@ import time
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import REPO, format_table, load_config, model_name  # noqa: E402
+from _bench_common import REPO, format_table, load_config, model_name, write_json  # noqa: E402
 
 DEFAULT_CONFIGS = ['configs/baselines/fcos3d_r18_synthetic.py', 'configs/epropnp_det_r18_synthetic.py']
 RESULT_TAG = 'DETECTOR_SPEED_RESULT '
@@ -52,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default 2)')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
                    help='mmengine-style overrides applied to every config')
-    p.add_argument('--json-out', default=None, help='also write the rows as JSON to this file')
+    p.add_argument('--json', '--json-out', dest='json', metavar='PATH', default=None,
+                   help='also write the rows (with date, machine, command, commit) as JSON, e.g. under docs/results/')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)  # one config, in this process
     args = p.parse_args(argv)
     if args.repeats < 5:
@@ -198,9 +199,8 @@ def main(argv=None):
         print(f'[detector_speed] measuring {config} ...', file=sys.stderr, flush=True)
         rows.append(_run_worker(path, args))
     print(format_speed_table(rows))
-    if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(rows, f, indent=1)
+    write_json(args.json, rows, settings=dict(batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
+                                              threads=args.threads))
     return rows
 
 

@@ -41,7 +41,7 @@ import time
 from typing import Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import REPO, data_root_options, format_table  # noqa: E402
+from _bench_common import REPO, data_root_options, format_table, run_meta  # noqa: E402
 
 DETERMINISTIC_KEYS = ('loss_cls', 'loss_centerness', 'loss_rp')
 SKIP_KEYS = ('time', 'data_time', 'lr')
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
           f"Welch t-tests; equivalence rejected if the Bonferroni-corrected p < 0.01)")
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(records={str(k): v for k, v in records.items()}, **res), f, indent=1)
+            json.dump(dict(meta=run_meta(argv), records={str(k): v for k, v in records.items()}, **res), f, indent=1)
     if tmp is not None:
         tmp.cleanup()
     return 0 if res['exact_ok'] and res['stat_ok'] else 1

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import REPO, format_table  # noqa: E402
+from _bench_common import REPO, add_json_option, format_table, write_json  # noqa: E402
 
 ROWS = [
     ('import epropnp_det', 'import epropnp_det'),
@@ -40,13 +40,16 @@ def time_import(code: str) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--runs', type=int, default=3)
+    add_json_option(p)
     args = p.parse_args(argv)
-    rows = []
+    rows, records = [], []
     for name, code in ROWS:
         times = [time_import(code) for _ in range(args.runs)]
         rows.append([name, f'{statistics.median(times):.2f}', f'{min(times):.2f}', f'{max(times):.2f}'])
+        records.append(dict(name=name, code=code, median_s=statistics.median(times), times_s=times))
     print(format_table(['import', 'median s', 'min s', 'max s'], rows,
                        title=f'Import time, fresh interpreter, {args.runs} runs'))
+    write_json(args.json, records, argv, runs=args.runs)
     return 0
 
 

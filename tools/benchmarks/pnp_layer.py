@@ -486,6 +486,9 @@ def main(argv=None):
                     print(f'  {k:<40} {v:.3f}')
                 print(r.get('profile', ''))
     if args.json:
+        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+        from _bench_common import run_meta
+        report = dict(meta=run_meta(argv), **report)
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)

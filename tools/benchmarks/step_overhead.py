@@ -35,7 +35,7 @@ from collections import Counter
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import REPO, format_table, load_config  # noqa: E402
+from _bench_common import REPO, format_table, load_config, write_json  # noqa: E402
 
 if os.environ.get('STEP_OVERHEAD_PACKAGE_ROOT'):  # --ref-tree run: that checkout's package before this one's
     sys.path.insert(0, os.environ['STEP_OVERHEAD_PACKAGE_ROOT'])
@@ -196,10 +196,7 @@ def main(argv=None):
         return rows
     ref = _rows_from_tree(args.ref_tree, args) if args.ref_tree else None
     print(format_rows(rows, ref))
-    if args.json:
-        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(dict(rows=rows, ref=ref, ref_tree=args.ref_tree), f, indent=1)
+    write_json(args.json, rows, argv, ref=ref, ref_tree=args.ref_tree)
     return rows
 
 

@@ -37,7 +37,7 @@ import sys
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import REPO, data_root_options, format_table, model_name  # noqa: E402
+from _bench_common import REPO, add_json_option, data_root_options, format_table, model_name, write_json  # noqa: E402
 
 DEFAULT_CONFIGS = ['configs/epropnp_det_r18_synthetic.py', 'configs/baselines/fcos3d_r18_synthetic.py']
 METRICS = ('NDS', 'mAP', 'mATE', 'mASE', 'mAOE', 'mAVE', 'mAAE')
@@ -54,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--metrics-json', nargs='+', default=None, help='metrics json per config (skips the tests)')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
                    help='extra options passed to every tools/test.py run')
+    add_json_option(p)
     args = p.parse_args(argv)
     for name in ('checkpoints', 'work_dirs', 'metrics_json'):
         val = getattr(args, name)
@@ -201,6 +202,7 @@ def main(argv=None):
     for r in rows:
         if not r.get('error'):
             print(f'  {r["model"]}: {r["source"]}')
+    write_json(args.json, rows, argv)
     return rows
 
 

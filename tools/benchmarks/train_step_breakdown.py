@@ -26,7 +26,7 @@ from collections import defaultdict
 from typing import Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from _bench_common import format_table, load_config  # noqa: E402
+from _bench_common import add_json_option, format_table, load_config, write_json  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/epropnp_det_r18_synthetic.py'
 
@@ -54,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE')
+    add_json_option(p)
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         p.error('--repeats must be >= 1 and --warmup >= 0')
@@ -163,6 +164,8 @@ def main(argv=None):
     times = measure(args)
     print(format_breakdown(times, f'{osp.basename(args.config)}: train step by stage (batch {args.batch_size}, '
                                   f'{args.threads} threads, median of {args.repeats})'))
+    write_json(args.json, [dict(stage=k, median_s=v) for k, v in times.items()], argv, config=args.config,
+               batch_size=args.batch_size, threads=args.threads, repeats=args.repeats)
     return times
 
 
