@@ -123,3 +123,57 @@ def test_no_reference_leaves_the_repository():
         for m in re.finditer(r'\b[Ss]p[e]c\s*\n\s*#?\s*' + SECTION, read(rel)):
             found.append(f'{rel}: {m.group(0)!r}')
     assert not found, 'point these at docs/method.md instead:\n' + '\n'.join(found)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the rewrite tool (tools/dev/rewrite_method_refs.py) on hand-written inputs with hand-written expected outputs
+
+def _tool():
+    import importlib.util
+    spec_ = importlib.util.spec_from_file_location('_rewrite_method_refs',
+                                                   osp.join(REPO, 'tools', 'dev', 'rewrite_method_refs.py'))
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    return mod
+
+
+S = SECTION
+OLD = 'sp' + 'ec'       # the word that introduced references before the rewrite
+
+
+@pytest.mark.parametrize('before, after', [
+    (f'"""Camera ({OLD} {S}2.2)."""\n', f'"""Camera (docs/method.md {S}2.2)."""\n'),
+    (f'# {OLD.title()} {S}4.3: crop\n', f'# docs/method.md {S}4.3: crop\n'),
+    (f'# clamp after the division ({S}13.12).\n', f'# clamp after the division (docs/method.md {S}13.12).\n'),
+    (f'"""Boxes ({OLD} {S}0.1, {S}0.2, {S}4.2)."""\n', f'"""Boxes (docs/method.md {S}0.1, {S}0.2, {S}4.2)."""\n'),
+    (f'"""Proposals ({OLD} {S}2.8–2.10)."""\n', f'"""Proposals (docs/method.md {S}2.8–2.10)."""\n'),
+    (f'"""Across RoIs ({OLD} Appendix C), see {S}5.6."""\n',
+     f'"""Across RoIs (docs/method.md Appendix C), see docs/method.md {S}5.6."""\n'),
+    (f'"""(this fixes {OLD}\n{S}13.18: the RNG)."""\n', f'"""(this fixes docs/method.md\n{S}13.18: the RNG)."""\n'),
+    (f'"""Table ({OLD} {S}10):\n\n{S}10.1   a\n{S}10.2   b\n"""\n',
+     f'"""Table (docs/method.md {S}10):\n\n{S}10.1   a\n{S}10.2   b\n"""\n'),
+    (f'# already (docs/method.md {S}2.2)\n', f'# already (docs/method.md {S}2.2)\n'),
+])
+def test_rewrite_examples(before, after):
+    tool = _tool()
+    new, _ = tool.rewrite_text(before)
+    assert new == after
+    assert tool.rewrite_text(new)[0] == new     # idempotent
+
+
+def test_rewrite_wraps_long_lines_without_losing_words():
+    tool = _tool()
+    words = ' '.join(f'word{k}' for k in range(40))
+    src = (f'def f():\n    """Summary ({OLD} {S}2.4) {words}\n    tail of the paragraph.\n\n    Args:\n'
+           f'        x: the input.\n    """\n'
+           f'    return 1  # trailing comment that is long enough ({S}13.12) {words[:60]}\n')
+    new, _ = tool.rewrite_text(src)
+    wrapped, unwrapped = tool.wrap_long_lines(src, new, limit=80)
+    assert not unwrapped and max(len(line) for line in wrapped.split('\n')) <= 80
+    tokens = lambda text: [w for w in text.split() if w != '#']  # noqa: E731
+    assert sorted(tokens(wrapped)) == sorted(tokens(new))        # no word lost or added (comment markers aside)
+    doc = lambda text: tokens(text.split('Args:')[0])  # noqa: E731
+    assert doc(wrapped) == doc(new)                              # the docstring paragraph keeps its word order
+    compile(wrapped, 'f.py', 'exec')
+    assert '    Args:\n        x: the input.\n' in wrapped    # the Args block is not reflowed into the paragraph
+    assert f'docs/method.md {S}2.4' in wrapped and f'docs/method.md {S}13.12' in wrapped

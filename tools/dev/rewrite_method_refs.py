@@ -41,7 +41,8 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 DOC = 'docs/method.md'
 SCAN_DIRS = ('epropnp_det', 'tools', 'tests', 'configs')
 LINE_LENGTH = 120
-SELF = 'tools/dev/rewrite_method_refs.py'
+# files that name the patterns they look for: this script and the test that checks the result
+SKIP = ('tools/dev/rewrite_method_refs.py', 'tests/test_foundation/test_method_doc.py')
 
 SECTION = '\u00a7'
 # §2.2, §2.8–2.10, §13.11-13 (= 13.11 to 13.13), §10.1-10.5
@@ -200,67 +201,102 @@ def _split_point(line: str, limit: int) -> int:
     """Index of the space at which to break ``line`` (last one before ``limit`` that does not separate
     ``docs/method.md`` from its reference); -1 if none."""
     indent = len(line) - len(line.lstrip())
+    fallback = -1
     for i in range(min(limit, len(line) - 1), indent, -1):
-        if line[i] == ' ' and not line[:i].endswith(DOC) and line[i - 1] != ' ':
-            if line[:i].strip(' #'):
-                return i
-    return -1
+        if line[i] == ' ' and not line[:i].endswith(DOC) and line[i - 1] != ' ' and line[:i].strip(' #'):
+            if line.count('``', 0, i) % 2 == 0:
+                return i    # not inside an inline ``literal``
+            fallback = max(fallback, i)
+    return fallback
+
+
+_ITEM_RE = re.compile(r'^(\*{1,2}|[-*] |>>>|\.\. |[:|=]|"""|\'\'\'|[\w.*`\[\]()]+: |\w+:$)')
+
+
+def _continuation_indent(line: str, kind: str, nxt: str) -> str:
+    """Leading text of the line that continues a wrapped ``line`` of the given kind."""
+    indent = line[:len(line) - len(line.lstrip())]
+    body = line.lstrip()
+    if kind == 'comment':
+        marker = '#:' if body.startswith('#:') else '#'      # Sphinx attribute comments continue with '#:'
+        after = body[len(marker):]
+        text = after.lstrip()
+        pad = max(1, len(after) - len(text)) + (2 if text.startswith(('* ', '- ')) else 0)
+        return indent + marker + ' ' * pad
+    nxt_indent = nxt[:len(nxt) - len(nxt.lstrip())]
+    if body.startswith(('"""', "'''")):
+        return indent
+    if nxt.strip() and len(nxt_indent) > len(indent):
+        return nxt_indent
+    if body.startswith(('* ', '- ')):
+        return indent + '  '
+    if len(indent) >= 8 and re.match(r'^\*{0,2}\w+( \([^)]*\))?: ', body):
+        return indent + '    '    # an entry of a function's "Args:" block: its text continues indented
+    return indent
+
+
+def _continues_paragraph(nxt: str, nxt_kind: Optional[str], kind: str, cont: str, rest: str) -> bool:
+    """True if ``nxt`` is the next line of the paragraph that a line wrapped with prefix ``cont`` belongs to, so the
+    overflow ``rest`` can be poured into it instead of getting a short line of its own."""
+    if nxt_kind != kind or not nxt.strip() or not nxt.startswith(cont) or nxt[len(cont):len(cont) + 1] in (' ', ''):
+        return False
+    body = nxt[len(cont):]
+    if rest.endswith(DOC) and body.startswith(SECTION):
+        return True     # keep a reference together with the document name that introduces it
+    # conservative: after a colon, and before a line that looks like the start of an item ("name: ...",
+    # "Label (...): ...", a bullet, a table row), the lines stay apart
+    label = body.split(': ', 1)[0] if ': ' in body else None
+    if label is not None and re.match(r'^[\w.`*-]+( \([^)]*\))?$', label):
+        return False    # "Label: ..." or "Label (...): ..."
+    return not rest.endswith(':') and _ITEM_RE.match(body) is None
 
 
 def wrap_long_lines(old: str, new: str, limit: int = LINE_LENGTH) -> Tuple[str, List[int]]:
     """Wrap lines of ``new`` longer than ``limit`` that the rewrite changed; returns the text and the (1-based,
-    in the returned text) numbers of changed over-long lines that could not be wrapped."""
+    in the returned text) numbers of changed over-long lines that could not be wrapped.
+
+    Comment lines and lines inside strings are broken at a space; the overflow is poured into the next line when
+    that line continues the same paragraph (same prefix, not a list item, parameter or table row), which is then
+    wrapped in turn, so paragraphs stay filled. A trailing comment moves onto its own line above its code.
+    """
     old_lines = set(old.split('\n'))
     kinds, _ = _string_and_comment_lines(new)
     lines = new.split('\n')
+    line_kinds = [kinds.get(k + 1, (None, 0)) for k in range(len(lines))]
     out: List[str] = []
     unwrapped: List[int] = []
-    for k, line in enumerate(lines):
+    k = 0
+    while k < len(lines):
+        line = lines[k]
+        kind, col = line_kinds[k]
         if len(line) <= limit or line in old_lines:
             out.append(line)
+            k += 1
             continue
-        kind, col = kinds.get(k + 1, (None, 0))
         indent = line[:len(line) - len(line.lstrip())]
         if kind == 'trailing':
-            # move the comment onto its own line above the code (wrapped if still too long)
-            comment_line = indent + line[col:]
-            code_line = line[:col].rstrip()
-            if len(comment_line) > limit:
-                cut = _split_point(comment_line, limit)
-                if cut > 0:
-                    out.append(comment_line[:cut].rstrip())
-                    comment_line = indent + '# ' + comment_line[cut + 1:].lstrip()
-            out.append(comment_line)
-            if len(comment_line) > limit:
-                unwrapped.append(len(out))
-            out.append(code_line)
+            # the comment moves onto its own line(s) above the code
+            lines[k:k + 1] = [indent + line[col:], line[:col].rstrip()]
+            line_kinds[k:k + 1] = [('comment', len(indent)), (None, 0)]
             continue
         cut = _split_point(line, limit) if kind else -1
         if cut < 0:
             out.append(line)
             unwrapped.append(len(out))
+            k += 1
             continue
         head, rest = line[:cut].rstrip(), line[cut + 1:].lstrip()
-        if kind == 'comment':
-            cont = indent + '# '
-            stripped = line.lstrip()[1:]
-            cont += ' ' * (len(stripped) - len(stripped.lstrip()) - 1) if stripped.startswith('  ') else ''
-        else:
-            nxt = lines[k + 1] if k + 1 < len(lines) else ''
-            nxt_indent = nxt[:len(nxt) - len(nxt.lstrip())]
-            body = line.lstrip()
-            if body.startswith('"""') or body.startswith("'''"):
-                cont = indent
-            elif nxt.strip() and len(nxt_indent) > len(indent):
-                cont = nxt_indent
-            elif body.startswith(('* ', '- ')):
-                cont = indent + '  '
-            else:
-                cont = indent
+        nxt = lines[k + 1] if k + 1 < len(lines) else ''
+        cont = _continuation_indent(line, kind, nxt)
         out.append(head)
-        out.append(cont + rest)
-        if len(cont + rest) > limit:
-            unwrapped.append(len(out))
+        if k + 1 < len(lines) and (_continues_paragraph(nxt, line_kinds[k + 1][0], kind, cont, rest)):
+            glue = '' if rest.endswith(('(', '[', '{')) else ' '    # a line break inside brackets had no space
+            lines[k + 1] = cont + rest + glue + nxt[len(cont):]
+            old_lines.discard(lines[k + 1])
+        else:
+            lines.insert(k + 1, cont + rest)
+            line_kinds.insert(k + 1, (kind, 0))
+        k += 1
     return '\n'.join(out), unwrapped
 
 
@@ -316,8 +352,8 @@ def main(argv=None) -> int:
     items: List[str] = []
     for path in iter_py_files(root):
         rel = osp.relpath(path, root)
-        if rel.replace(os.sep, '/') == SELF:
-            continue    # this script names the patterns it rewrites
+        if rel.replace(os.sep, '/') in SKIP:
+            continue
         with open(path, encoding='utf-8') as f:
             text = f.read()
         new, count = rewrite_text(text)
