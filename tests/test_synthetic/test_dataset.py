@@ -64,20 +64,14 @@ def test_devkit_loads_tables_and_files(nusc, synthetic_root):
         assert cs['translation'][2] == pytest.approx(1.84) and cs['camera_intrinsic'] == []
 
 
-def test_annotations_match_ground_truth(nusc, gt_by_token):
-    from pyquaternion import Quaternion
-
-    assert len(nusc.sample_annotation) == len(gt_by_token) > 100
+def test_annotation_tables_are_consistent(nusc):
+    """Counts, ground contact and instance chains of the annotation table (values are checked against the images
+    in :func:`test_annotated_boxes_bound_the_object_pixels`, LiDAR counts in the devkit recount below)."""
+    assert len(nusc.sample_annotation) > 100
     counts = [len(s['anns']) for s in nusc.sample]
     assert 10 <= np.mean(counts) <= 40 and min(counts) >= 5
     for ann in nusc.sample_annotation:
-        g = gt_by_token[ann['token']]
-        assert ann['sample_token'] == g['sample_token'] and ann['category_name'] == g['category_name']
-        np.testing.assert_allclose(ann['translation'], g['translation'], atol=1e-9)
-        np.testing.assert_allclose(ann['size'], g['size'], atol=1e-9)
-        assert Quaternion(ann['rotation']).yaw_pitch_roll[0] == pytest.approx(np.arctan2(np.sin(g['yaw']),
-                                                                                       np.cos(g['yaw'])), abs=1e-9)
-        assert ann['num_lidar_pts'] == g['num_lidar_pts'] >= 1
+        assert ann['num_lidar_pts'] >= 1
         assert ann['translation'][2] == pytest.approx(ann['size'][2] / 2)  # standing on the ground z = 0
     # Instance chains: prev/next walk covers exactly nbr_annotations records of one instance.
     for inst in nusc.instance:
@@ -87,6 +81,57 @@ def test_annotations_match_ground_truth(nusc, gt_by_token):
             assert ann['instance_token'] == inst['token']
             tok, n = ann['next'], n + 1
         assert n == inst['nbr_annotations']
+
+
+def test_annotated_boxes_bound_the_object_pixels(nusc, synthetic_root):
+    """Each annotation (translation, size, rotation) with the sample's ego pose and calibration as written in the
+    tables, projected by the devkit: for every box whose projection is clear of the others and inside the image,
+    the pixels that differ from the empty scene (the generator's sky and ground alone, no objects) span exactly
+    the projected box, to 1 px on each side (pixel i is lit when its centre, u = i, is inside). A 0.2 m error in
+    the position moves the sides by 4-10 px here."""
+    from nuscenes.utils.geometry_utils import BoxVisibility, view_points
+    from PIL import Image
+
+    from epropnp_det.synthetic.generator import SCENE_ORDER, SceneSetup
+    from epropnp_det.synthetic.render import CameraRenderer
+    cfg = GeneratorConfig(out_dir=synthetic_root[0], workers=1, **TINY_KWARGS)
+    margin, errors = 3, []
+    for sample in nusc.sample:
+        setup = SceneSetup(cfg, SCENE_ORDER.index(nusc.get('scene', sample['scene_token'])['name']))
+        k = next(i for i in range(cfg.samples_per_scene) if setup.timestamp(i) == sample['timestamp'])
+        ego_trans, ego_yaw = setup.world.ego_pose(setup.time_s(k))
+        for cam in setup.cameras:
+            path, boxes, K = nusc.get_sample_data(sample['data'][cam.name], box_vis_level=BoxVisibility.ANY)
+            img = np.asarray(Image.open(path), dtype=np.float32)
+            empty = CameraRenderer(cam).background(setup.world.road, ego_trans, ego_yaw)
+            changed = np.abs(img - empty).max(-1) > 40  # JPEG and pixel noise stay far below
+            H, W = changed.shape
+            rects = []
+            for box in boxes:
+                corners = box.corners()
+                if (corners[2] < 1.0).any():
+                    rects.append(None)
+                    continue
+                uv = view_points(corners, K, normalize=True)[:2]
+                rects.append((uv[0].min(), uv[0].max(), uv[1].min(), uv[1].max()))
+            for i, r in enumerate(rects):
+                if r is None:
+                    continue
+                u0, u1, v0, v1 = r
+                if u0 < 4 or v0 < 4 or u1 > W - 5 or v1 > H - 5 or u1 - u0 < 4 or v1 - v0 < 4:
+                    continue
+                if any(o is not None and o[1] >= u0 - 2 * margin and o[0] <= u1 + 2 * margin and
+                       o[3] >= v0 - 2 * margin and o[2] <= v1 + 2 * margin for j, o in enumerate(rects) if j != i):
+                    continue  # another object's projection is near: its pixels would blur the extent
+                a0, b0 = int(np.floor(u0)) - margin, int(np.floor(v0)) - margin
+                win = changed[b0:int(np.ceil(v1)) + margin + 1, a0:int(np.ceil(u1)) + margin + 1]
+                ys, xs = np.nonzero(win)
+                assert len(xs), (sample['token'], cam.name, boxes[i].token)
+                got = np.array([xs.min() + a0, xs.max() + a0, ys.min() + b0, ys.max() + b0])
+                errors.append(np.abs(got - [np.ceil(u0), np.floor(u1), np.ceil(v0), np.floor(v1)]).max())
+    errors = np.array(errors)
+    assert len(errors) >= 60, len(errors)
+    assert (errors <= 1).mean() >= 0.97 and np.median(errors) == 0, np.bincount(errors.astype(int))
 
 
 def test_num_lidar_pts_recount_with_devkit(nusc):
