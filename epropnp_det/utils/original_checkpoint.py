@@ -54,7 +54,7 @@ RULES: Dict[str, List[Tuple[str, str]]] = {
         (r'^corr_regs\.1\.', 'point_subnet.corr_reg.'),
         (r'^corr_regs\.0\.', AUX_BRANCH + '.corr_reg_aux.'),
         (r'^scale_branch\.', 'object_branches.scale_branch.'),
-        (r'^loss_pose\.0\.norm_factor$', 'loss_pose.norm_factor'),
+        (r'^loss_pose\.0\.norm_factor$', 'pose_stage.loss_pose.norm_factor'),
         (r'^loss_proj\.mean_inv_std$', AUX_BRANCH + '.loss_proj.mean_inv_std'),
     ],
     'v2': _COMMON + [
@@ -63,7 +63,7 @@ RULES: Dict[str, List[Tuple[str, str]]] = {
         (r'^corr_reg\.', 'point_subnet.corr_reg.'),
         (r'^corr_reg_aux\.', AUX_BRANCH + '.corr_reg_aux.'),
         (r'^w2d_scale_branch\.', 'object_branches.scale_branch.'),
-        (r'^loss_pose\.norm_factor$', 'loss_pose.norm_factor'),
+        (r'^loss_pose\.norm_factor$', 'pose_stage.loss_pose.norm_factor'),
         (r'^(loss_proj|loss_regr)\.(mean_inv_std|log_sigma)$', AUX_BRANCH + r'.\1.\2'),
         (r'^depth_branch\.(\d+)\.', r'depth_branch.mlp.\1.'),
         (r'^loss_depth\.(mean_inv_std|log_sigma)$', r'depth_branch.loss_depth.\1'),

@@ -265,6 +265,39 @@ class EProPnPRoIAuxBranch(BaseModule):
         return z
 
     @fp32  # mixed precision: the RoI losses (log-sum-exp across RoIs, scatter) in float32
+    def loss_from_samples(self, query: Tensor, dims: Tensor, gt_inds: Tensor, weights: Tensor, all_boxes: Tensor,
+                          boxes2d: List[Tensor], gt3d: list, valid_host: List[List[bool]], cams, key_map: Tensor,
+                          value_map: Tensor, dense_x2d: Optional[Tensor] = None) -> dict:
+        """:meth:`loss` on the RoIs of the active gts (the unique gts of the object samples; docs/method.md §5.6).
+
+        The samples' queries and predicted dims are averaged per gt with the row-normalised sample weights ``A``
+        (G, N) of :func:`active_gt_assignment`.
+
+        Args:
+            query: (N, Hh, 1, d) sample queries; dims: (N, 3) predicted dims; gt_inds: (N,) batch-global gt index
+                of each sample; weights: (N,) sample weights.
+            all_boxes: (G_all, 7) the batch's kept gt boxes; boxes2d: per image (n_b, 4) kept augmented 2D boxes.
+            gt3d: per image ``gt_instances_3d`` (``x3d`` / ``x2d`` LiDAR lists for ``loss_regr``), unfiltered;
+            valid_host: per image, which gts passed the volume-centre filter (host lists).
+            cams: the batch's :class:`~epropnp_det.structures.CameraBatch`.
+        """
+        active, A = active_gt_assignment(gt_inds, weights.to(all_boxes))
+        img_of_gt = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device)
+                               for i, b in enumerate(boxes2d)])[active]
+        rois = torch.cat((img_of_gt[:, None].to(all_boxes), torch.cat(boxes2d)[active]), 1)
+        G = active.numel()
+        query = (A @ query.flatten(1)).reshape((G,) + tuple(query.shape[1:]))
+        lidar_x3d = lidar_x2d = None
+        if self.loss_regr is not None and all('x3d' in g and 'x2d' in g for g in gt3d):
+            # per-gt LiDAR lists, filtered by the volume-centre validity like every other gt field
+            flat3d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x3d, valid_host[b]) if v]
+            flat2d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x2d, valid_host[b]) if v]
+            lidar_x3d = [flat3d[i] for i in active.tolist()]
+            lidar_x2d = [flat2d[i] for i in active.tolist()]
+        c = cams.index(img_of_gt)
+        return self.loss(rois, all_boxes[active], c.cam2img, c.ori_hw, c.flip, c.img_transform, query, A @ dims,
+                         key_map, value_map, dense_x2d=dense_x2d, lidar_x3d=lidar_x3d, lidar_x2d=lidar_x2d)
+
     def loss(self, rois: Tensor, boxes3d: Tensor, cam_mats: Tensor, ori_hw: Tensor, flip: Tensor,
              img_transforms: Tensor, query: Tensor, dims: Tensor, key_map: Tensor, value_map: Tensor,
              dense_x2d: Optional[Tensor] = None, lidar_x3d: Optional[List[Tensor]] = None,

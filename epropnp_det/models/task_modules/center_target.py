@@ -165,3 +165,20 @@ class EProPnPVolumeCenter:
             valid.append(v)
         num_dropped = torch.stack([(~v).sum() for v in valid]).sum() if valid else torch.zeros((), dtype=torch.long)
         return centres, valid, num_dropped
+
+    @staticmethod
+    def keep_indices(valid: List[Tensor]) -> Tuple[List[Tensor], List[List[bool]]]:
+        """Per image, the indices of the valid objects (long, on the device, in their original order) and the
+        validity as a host list.
+
+        The one host read of the ground-truth filtering (the per-image list shapes depend on it, and the RoI branch
+        filters Python lists with it); on the device the kept indices come from a stable sort, without another
+        synchronisation.
+        """
+        flat_valid = torch.cat(valid).tolist() if valid else []
+        sizes = [int(v.shape[0]) for v in valid]
+        starts = [sum(sizes[:b]) for b in range(len(valid))]
+        valid_host = [flat_valid[s:s + n] for s, n in zip(starts, sizes)]
+        keep_idx = [torch.sort((~v).to(torch.uint8), stable=True).indices[:sum(vh)]
+                    for v, vh in zip(valid, valid_host)]
+        return keep_idx, valid_host

@@ -13,13 +13,13 @@ the centerness targets with replacement::
 The uniform half guarantees coverage of small / low-centerness objects; the importance weights keep the loss an
 estimate under the centerness distribution; the per-gt normalisation then weights every sampled gt equally.
 """
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 from mmdet3d.registry import TASK_UTILS
 from torch import Tensor
 
-__all__ = ['EProPnPObjectSampler', 'ObjectSamples']
+__all__ = ['EProPnPObjectSampler', 'ObjectSamples', 'gather_gt_fields']
 
 
 class ObjectSamples(NamedTuple):
@@ -99,3 +99,16 @@ class EProPnPObjectSampler:
         uniform = 1 / _group_sum(torch.ones_like(w_imp), sample_gt, num_gts)
         uniform = uniform / uniform.mean().clamp(min=self.eps)
         return ObjectSamples(idx, sample_gt, weights, uniform, w_imp)
+
+
+def gather_gt_fields(gt3d: list, keep_idx: List[Tensor], gt_inds: Tensor, device,
+                     names=('attr_labels', 'velocities', 'velocities_valid')) -> dict:
+    """Per-sample targets of optional gt fields: for each name present in every image's ``gt_instances_3d``, the
+    kept gts' values (``keep_idx`` per image) concatenated over the batch and indexed by the samples' batch-global
+    gt indices ``gt_inds`` (N,)."""
+    out = {}
+    for name in names:
+        if all(name in g for g in gt3d):
+            vals = torch.cat([g[name].to(device)[k] for g, k in zip(gt3d, keep_idx)])
+            out[name] = vals[gt_inds]
+    return out

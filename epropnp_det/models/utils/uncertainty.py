@@ -2,7 +2,7 @@
 
 Pose ``[x, y, z, yaw]`` in the camera frame of the image (OpenCV axes: +x right, +y down, +z forward; metres,
 radians); its covariance ``pose_cov`` (n, 4, 4) is the PnP layer's Laplace approximation (inverse Gauss–Newton
-Hessian of the weighted reprojection cost at the solution, docs/method.md §2). In the camera frame the depth is
+Hessian of the weighted reprojection cost at the solution, docs/method.md §2.4). In the camera frame the depth is
 ``z`` and the lateral position is ``x``.
 
 Score option (``test_cfg.score_uncertainty``), :func:`fold_uncertainty_into_score`:
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ['te_score_expectation', 'fold_uncertainty_into_score']
+__all__ = ['te_score_expectation', 'fold_uncertainty_into_score', 'pose_cov_to_std', 'pose_std_components',
+           'scale_pose_cov']
 
 _NUM_ANGLES = 128  # directions φ in [0, π) (trapezoid rule on a smooth periodic integrand)
 _NUM_RADIAL = 32  # Gauss–Legendre nodes in log-radius between the kinks of the te score
@@ -106,3 +107,47 @@ def fold_uncertainty_into_score(scores: Tensor, pose_cov: Tensor, labels: Tensor
         raise ValueError(f'score_uncertainty ({kind}): unknown keys {sorted(cfg)}')
     factor = torch.where(finite, factor, torch.zeros_like(factor))
     return (scores.to(torch.float64) * factor).to(scores.dtype)
+
+
+# ------------------------------------------------------------------------------------ per-box standard deviations
+#: pose axes: ``[x, y, z, yaw]`` camera frame; lateral position = camera x (right), depth = camera z (forward)
+POSE_STD_AXES = dict(lateral_std=0, depth_std=2, yaw_std=3)
+
+
+def pose_cov_to_std(pose_cov: Tensor) -> Tensor:
+    """(..., 4, 4) covariance of ``[x, y, z, yaw]`` → (..., 4) standard deviations ``sqrt(diag)`` (m, m, m, rad).
+
+    A negative diagonal (never produced by the Laplace covariance, which is positive definite) gives 0; NaN stays
+    NaN.
+
+    >>> pose_cov_to_std(torch.diag(torch.tensor([4., 1., 9., 0.01])))
+    tensor([2.0000, 1.0000, 3.0000, 0.1000])
+    """
+    return torch.diagonal(pose_cov, dim1=-2, dim2=-1).clamp(min=0).sqrt()
+
+
+def pose_std_components(pose_cov: Tensor) -> dict:
+    """Named standard deviations of (..., 4, 4) pose covariances: ``lateral_std`` (camera x, m), ``depth_std``
+    (camera z, m), ``yaw_std`` (rad), each (...,)."""
+    std = pose_cov_to_std(pose_cov)
+    return {name: std[..., i] for name, i in POSE_STD_AXES.items()}
+
+
+def scale_pose_cov(pose_cov: Tensor, labels: Tensor, scales) -> Tensor:
+    """Per-class calibration of pose covariances: the standard deviation of axis ``i`` is multiplied by
+    ``s[label, i]``, so ``cov_ij ← s_i · s_j · cov_ij`` (correlations unchanged).
+
+    Args:
+        pose_cov: (n, 4, 4) covariance of ``[x, y, z, yaw]``.
+        labels: (n,) long class indices.
+        scales: one sequence of 4 factors per class (num_classes, 4), or a single sequence of 4 for every class.
+
+    Returns:
+        (n, 4, 4), same dtype/device as ``pose_cov``.
+    """
+    s = torch.as_tensor(scales, dtype=pose_cov.dtype, device=pose_cov.device)
+    if s.dim() not in (1, 2) or s.shape[-1] != pose_cov.shape[-1]:
+        raise ValueError(f'pose_cov_scale must be (num_classes, {pose_cov.shape[-1]}) or ({pose_cov.shape[-1]},), '
+                         f'got {tuple(s.shape)}')
+    per_box = s.expand(labels.shape[0], -1) if s.dim() == 1 else s[labels]  # (n, 4), no host synchronisation
+    return pose_cov * per_box[:, :, None] * per_box[:, None, :]
