@@ -12,8 +12,10 @@ script rewrites them in place so that each one names the document it points into
   first reference of the list or the table's caption names the document;
 * references that already name ``docs/method.md`` are left alone.
 
-A changed line that now exceeds the line length is wrapped when it is a comment line or a line inside a
-multi-line string (docstring); other over-long lines are reported. Nothing else is changed.
+A changed line that now exceeds the line length (120) is wrapped when it is a comment or lies in a docstring: the
+overflow is poured into the next line of the same paragraph (which is wrapped in turn) or, after a list item, an
+"Args:" entry or a colon, gets a line of its own with the right indentation; a trailing comment moves onto its own
+line above its code. Other over-long lines are reported. Nothing else is changed, and a second run changes nothing.
 
 The report (stdout) lists, per file and line, what the script cannot decide and a person must fix: mentions of
 numbered issues, of the specification file or of folders outside the repository, remaining uses of the word
