@@ -24,6 +24,9 @@ import torch
 __all__ = ['AUTO_COMPILE_MIN_POINTS', 'BACKENDS', 'use_compile', 'call']
 
 BACKENDS = ('default', 'eager', 'auto', 'compile')
+# torch.compile backend of the compiled kernels: 'inductor' (fused C++/Triton code); tests set 'aot_eager' to run the
+# same traced graphs (dynamo + AOT autograd) in seconds instead of compiling them
+BACKEND_ENV = 'EPROPNP_COMPILE_BACKEND'
 
 # auto backend: compile only when one call evaluates at least this many (pose, point) pairs
 AUTO_COMPILE_MIN_POINTS = 1 << 18
@@ -46,7 +49,7 @@ def call(name: str, fn, compiled: bool, *args, **kwargs):
     ``compiled``; falls back to eager for the rest of the process if compilation fails."""
     if compiled and not _STATE['failed']:
         if name not in _COMPILED:
-            _COMPILED[name] = torch.compile(fn, dynamic=True)
+            _COMPILED[name] = torch.compile(fn, dynamic=True, backend=os.environ.get(BACKEND_ENV, 'inductor'))
         try:
             return _COMPILED[name](*args, **kwargs)
         except Exception as err:  # no compiler / unsupported device: fall back for the rest of the process
