@@ -37,6 +37,9 @@ from uncertainty_report import YAW_PERIOD, matched_records, run_inference, wrap 
 from epropnp_det.evaluation.uncertainty import fit_scale  # noqa: E402
 
 CALIB_FORMAT = 'epropnp_det.pose_cov_scale/1'
+#: label order of the nuScenes datasets (config ``metainfo.classes``); not the devkit's class_range order
+NUSCENES_CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle', 'bicycle', 'motorcycle', 'pedestrian',
+                    'traffic_cone', 'barrier')
 
 
 def fit_calibration(records, classes, method='coverage68', min_matches=20):
@@ -96,8 +99,7 @@ def main(argv=None):
         results_dir = run_inference(args.config, args.checkpoint, args.out_dir, 'train', 0, args.cfg_options)
     else:
         parser.error('give CONFIG CHECKPOINT or --results DIR')
-    from nuscenes.eval.common.config import config_factory
-    classes = list(config_factory('detection_cvpr_2019').class_names)
+    classes = list(NUSCENES_CLASSES)  # the head's label order (mmdet3d's nuScenes order), unless the config says
     if args.config:
         from mmengine.config import Config
         classes = list(Config.fromfile(args.config).get('metainfo', {}).get('classes', classes))
