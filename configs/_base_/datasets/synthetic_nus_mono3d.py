@@ -52,7 +52,8 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix=data_prefix,
                  ann_file='nuscenes_infos_val.pkl', pipeline=test_pipeline, modality=input_modality,
-                 metainfo=metainfo, test_mode=True, backend_args=backend_args))
+                 metainfo=metainfo, test_mode=True, backend_args=backend_args,
+                 box_type_3d='Camera'))  # the dataset's default, stated for mmdet3d's inference_mono_3d_detector
 test_dataloader = val_dataloader
 
 val_evaluator = dict(type='EProPnPNuScenesMetric', data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl',
