@@ -1,4 +1,4 @@
-"""Non-finite values never end a run (issue 19 item 3): NaN and Inf injected into the head's object outputs (x3d
+"""Non-finite values never end a run: NaN and Inf injected into the head's object outputs (x3d
 through the NOC, x2d, w2d, the 3D score) for some objects in some steps of a short training run.
 
 The run finishes; those objects are left out of every loss and counted (``num_nonfinite_objects`` in the log);

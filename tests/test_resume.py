@@ -1,4 +1,4 @@
-"""Exact resume (issue 19 item 4): a CPU training run of the r18 synthetic config killed with SIGKILL after a
+"""Exact resume: a CPU training run of the r18 synthetic config killed with SIGKILL after a
 checkpoint and restarted with ``tools/train.py --resume`` records, for every iteration after the checkpoint, the
 same losses, learning rate and data order (sample indices and flips of every batch) as an uninterrupted run.
 
