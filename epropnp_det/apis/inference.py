@@ -216,24 +216,24 @@ def _np(t) -> np.ndarray:
 
 
 class _CorrespondenceCapture:
-    """Records the head's per-candidate outputs during ``predict`` (``predict_by_feat(out, cand, meta, n)``) so the
+    """Records the head's per-candidate outputs during ``predict`` (``decode_objects(out, cand, cams, n)``) so the
     2D-3D correspondences of each kept detection can be returned. The kept rows are identified by their 2D and 3D
-    scores, which ``predict_by_feat`` copies unchanged from these tensors."""
+    scores, which ``decode_objects`` copies unchanged from these tensors."""
 
     def __init__(self, head):
         self.head, self.calls = head, []
 
     def __enter__(self):
-        original = type(self.head).predict_by_feat.__get__(self.head)
+        original = type(self.head).decode_objects.__get__(self.head)
 
-        def wrapped(out, cand, meta, num_imgs):
+        def wrapped(out, cand, cams, num_imgs):
             self.calls.append((out, cand))
-            return original(out, cand, meta, num_imgs)
-        self.head.predict_by_feat = wrapped
+            return original(out, cand, cams, num_imgs)
+        self.head.decode_objects = wrapped
         return self
 
     def __exit__(self, *exc):
-        del self.head.predict_by_feat
+        del self.head.decode_objects
 
     def rows(self, result, img_idx: int) -> torch.Tensor:
         """Candidate indices of the detections of ``result`` (image ``img_idx`` of the last batch)."""

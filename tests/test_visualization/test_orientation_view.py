@@ -85,20 +85,20 @@ def _head_and_object(**test_cfg):
                dims=box[:, :3].float(), score_logit=torch.zeros(1), velo=None, attr_logits=None)
     cand = FCOSCandidates(torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.8]),
                           torch.zeros(1, 32), torch.zeros(1, 2), torch.tensor([8.]))
-    meta = head._metas([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
+    meta = head.cameras([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
     return head, out, cand, meta, box[0]
 
 
 def test_head_pose_samples_shapes_frame_and_seed():
     head, out, cand, meta, box = _head_and_object()
-    res = head.predict_by_feat(out, cand, meta, 1)[0]
+    res = head.decode_objects(out, cand, meta, 1)[0]
     assert 'pose_samples' not in res and 'pose_sample_weights' not in res  # default inference: no sampling
     head, out, cand, meta, box = _head_and_object(mc_samples=64, mc_seed=0)
     with torch.no_grad():
-        res = head.predict_by_feat(out, cand, meta, 1)[0]
-        res_same = head.predict_by_feat(out, cand, meta, 1)[0]
+        res = head.decode_objects(out, cand, meta, 1)[0]
+        res_same = head.decode_objects(out, cand, meta, 1)[0]
         head.test_cfg['mc_seed'] = 1
-        res_other = head.predict_by_feat(out, cand, meta, 1)[0]
+        res_other = head.decode_objects(out, cand, meta, 1)[0]
     assert res.pose_samples.shape == (1, 64, 4) and res.pose_sample_weights.shape == (1, 64)
     assert res.pose_cov.shape == (1, 4, 4)
     torch.testing.assert_close(res.pose_sample_weights.sum(-1), torch.ones(1))
