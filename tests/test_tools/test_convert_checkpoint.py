@@ -3,7 +3,15 @@
 Synthetic original head state dicts carry exactly the original key names and shapes (tests/test_tools/original_keys.py,
 written from the original module definitions) for the sizes of our R101 configs (basic, coord_regr, no_reproj, v1b,
 v2); after conversion every key must exist in our head with the same shape, and every key of our head must be
-covered."""
+covered.
+
+Values: :func:`test_converted_values_compute_what_the_original_computes` fills the original layout with random
+values and runs the original's forward arithmetic on them, written in this file from the original code
+(``DeformPnPHead.forward_points`` / ``forward_subheads``, ``GroupLinear.forward``, ``FCOSEmbHead.forward_single``,
+the v2 depth branch, mmcv's ``BaseTransformerLayer`` with ``MultiheadAttention`` and ``FFN``); our modules loaded
+with the converted dict must give the same outputs. A transposed GroupLinear, a point-/head-major mix-up, a
+reordered class-specific offset or dimension layout, or a swapped code/logit order of the depth modes would fail.
+"""
 import os
 import re
 import subprocess
@@ -123,3 +131,138 @@ def test_tool_round_trip(tmp_path):
     assert out['state_dict']['bbox_head.depth_branch.loss_depth.log_sigma'].shape == ()
     assert float(out['state_dict']['bbox_head.depth_branch.loss_depth.log_sigma']) == pytest.approx(-1.2)
     assert out['meta']['converted_from'] == 'EPro-PnP-Det v2'
+
+
+# ------------------------------------------------------------------------------------------------ values
+def _orig_linear(sd, key, x):
+    return x @ sd[key + '.weight'].T + sd[key + '.bias']
+
+
+def _orig_group_linear(sd, key, x, groups):
+    """The original ``GroupLinear.forward``: ``weight @ x.reshape(*b, G, C_in / G, 1) + bias[..., None]``."""
+    lead = x.shape[:-1]
+    w, b = sd[key + '.weight'], sd[key + '.bias']
+    out = w @ x.reshape(*lead, groups, x.shape[-1] // groups, 1) + b[..., None]
+    return out.reshape(*lead, -1)
+
+
+def _orig_transformer_layer(sd, pre, v, pos):
+    """mmcv ``BaseTransformerLayer`` ('self_attn', 'norm', 'ffn', 'norm'), batch_first, one attention head, eval:
+    query = key = v + pos, value = v; residuals around attention and FFN; post-norm."""
+    d = v.shape[-1]
+    w_in, b_in = sd[pre + '.attentions.0.attn.in_proj_weight'], sd[pre + '.attentions.0.attn.in_proj_bias']
+    q = (v + pos) @ w_in[:d].T + b_in[:d]
+    k = (v + pos) @ w_in[d:2 * d].T + b_in[d:2 * d]
+    val = v @ w_in[2 * d:].T + b_in[2 * d:]
+    att = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, dim=-1) @ val
+    v = v + _orig_linear(sd, pre + '.attentions.0.attn.out_proj', att)
+    v = torch.nn.functional.layer_norm(v, (d,), sd[pre + '.norms.0.weight'], sd[pre + '.norms.0.bias'])
+    ffn = _orig_linear(sd, pre + '.ffns.0.layers.1', torch.relu(_orig_linear(sd, pre + '.ffns.0.layers.0.0', v)))
+    v = v + ffn
+    return torch.nn.functional.layer_norm(v, (d,), sd[pre + '.norms.1.weight'], sd[pre + '.norms.1.bias'])
+
+
+def _orig_points(sd, version, values, x2d, query, mask, flip):
+    """``DeformPnPHead.forward_points`` of the original (v1: layer 0 of ``pts_trans`` / ``corr_regs[1]``; v2:
+    ``pts_trans`` / ``corr_reg``) on sampler outputs values (N, Hh, d, P), x2d (N, Hh, 2, P), query (N, Hh, 1, d),
+    mask (N, Hh, 1, P); returns noc (N, n, 3), w2d (N, n, 2)."""
+    N, Hh, d, P = values.shape
+    n = Hh * P
+    v = values.transpose(-1, -2).reshape(N, n, d)
+    x = x2d.transpose(-1, -2).reshape(N, n, 2).clone()
+    x[flip, :, 0] = -x[flip, :, 0]
+    std, mean = torch.std_mean(x, dim=1, keepdim=True)
+    pos = _orig_linear(sd, 'x2d_pos_enc', (x - mean) / std.clamp(min=1.0))
+    q = query.expand(-1, -1, P, -1).reshape(N, n, d)
+    pre, scale, reg = ('pts_trans.0', 'obj_query_scale.0.scale', 'corr_regs.1') if version == 'v1' else \
+        ('pts_trans', 'obj_query_scale.scale', 'corr_reg')
+    v = _orig_transformer_layer(sd, pre, v + sd[scale] * q, pos)
+    v_ = v.reshape(N, Hh, P, d).transpose(1, 2).reshape(N, P, Hh * d)
+    regr = _orig_group_linear(sd, reg, v_, Hh).reshape(N, P, Hh, 5).transpose(2, 1)
+    noc, w2d = regr.split([3, 2], dim=-1)
+    noc = noc.clone()
+    noc[flip, :, :, 2] = -noc[flip, :, :, 2]
+    w2d = w2d.reshape(N, n, 2).softmax(dim=1).reshape(N, Hh, P, 2) * mask.transpose(-1, -2)
+    return noc.reshape(N, n, 3), w2d.reshape(N, n, 2)
+
+
+def _orig_subheads(sd, version, feat, labels, flip, num_classes):
+    """Object-level outputs of the original ``forward_subheads`` from the sampler's object feature (N, C)."""
+    scale = _orig_linear(sd, 'scale_branch' if version == 'v1' else 'w2d_scale_branch', feat).exp()
+    score = _orig_linear(sd, 'score_branch', feat).squeeze(-1)
+    h = feat
+    i = 0
+    while f'pred_fc.{i}.weight' in sd:
+        h = torch.relu(_orig_linear(sd, f'pred_fc.{i}', h))
+        i += 2
+    dim_enc = _orig_linear(sd, 'dim_branch', h).reshape(len(feat), num_classes, 3)[torch.arange(len(feat)), labels]
+    velo = _orig_linear(sd, 'velo_branch', h).clone()
+    velo[flip, 0] = -velo[flip, 0]
+    return scale, score, dim_enc, velo, _orig_linear(sd, 'attr_branch', h)
+
+
+@pytest.mark.parametrize('cfg_name,version', [('epropnp_det_r101_v1b.py', 'v1'), ('epropnp_det_r101_v2.py', 'v2')])
+def test_converted_values_compute_what_the_original_computes(cfg_name, version):
+    cfg, model = _our_head(cfg_name)
+    head_cfg = cfg.model.bbox_head
+    shapes = original_head_shapes(head_cfg, version, with_proj=head_cfg.get('loss_proj') is not None,
+                                  with_regr=head_cfg.get('loss_regr') is not None,
+                                  with_depth=head_cfg.get('depth_branch') is not None)
+    gen = torch.Generator().manual_seed(1)
+    # original layout, random values (scales away from 0 so that every term matters)
+    original = {k: torch.randn(s, generator=gen, dtype=torch.float64) * (0.3 if len(s) > 1 else 1.0)
+                for k, s in shapes.items()}
+    converted, _ = convert_state_dict(original, version)
+    model = model.double().eval()
+    model.load_state_dict(converted, strict=True)
+    head = model.bbox_head
+    sd = {k[len('bbox_head.'):]: v for k, v in original.items()}
+    C, E, Hh = head_cfg.num_classes, head_cfg.embed_dims, head_cfg.num_heads
+    d, P, N = E // Hh, 5, 4
+    flip = torch.tensor([False, True, False, True])
+    labels = torch.tensor([0, 3, C - 1, 7])
+    with torch.no_grad():
+        # point subnet: transformer layer, point-major regrouping, GroupLinear, flip corrections, softmax
+        values = torch.randn(N, Hh, d, P, generator=gen, dtype=torch.float64)
+        x2d = torch.rand(N, Hh, 2, P, generator=gen, dtype=torch.float64) * 400
+        query = torch.randn(N, Hh, 1, d, generator=gen, dtype=torch.float64)
+        mask = (torch.rand(N, Hh, 1, P, generator=gen) > 0.2).double()
+        ours = head.point_subnet(values, x2d, query, mask, flip)
+        noc, w2d = _orig_points(sd, version, values, x2d, query, mask, flip)
+        torch.testing.assert_close(ours.noc, noc, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ours.w2d, w2d, rtol=1e-9, atol=1e-12)
+        # object branches: class-specific dims [cls0 (l, h, w), cls1 ...], scale, score, velocity, attributes
+        feat = torch.randn(N, E, generator=gen, dtype=torch.float64)
+        ob = head.object_branches(feat, labels, flip)
+        scale, score, dim_enc, velo, attr = _orig_subheads(sd, version, feat, labels, flip, C)
+        for a, b in ((ob.scale, scale), (ob.score_logit, score), (ob.dim_enc, dim_enc), (ob.velo, velo),
+                     (ob.attr_logits, attr)):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        # FCOS class-specific reference offsets: original channel c·2 + xy, i.e. reshape(B, C, 2, h, w)
+        x = torch.randn(2, head_cfg.fcos_head.feat_channels, 3, 5, generator=gen, dtype=torch.float64)
+        off = torch.nn.functional.conv2d(x, sd['detector.conv_offset.weight'], sd['detector.conv_offset.bias'])
+        ours_off = head.fcos_head.conv_ref_offset(x)
+        assert ours_off.shape[1] == 2 * C
+        flat = ours_off.permute(0, 2, 3, 1).reshape(-1, 2 * C)
+        lab = torch.arange(flat.shape[0]) % C
+        ref = off.reshape(2, C, 2, 3, 5).permute(0, 3, 4, 1, 2).reshape(-1, C, 2)[torch.arange(flat.shape[0]), lab]
+        torch.testing.assert_close(head.fcos_head.select_centers(flat, lab), ref, rtol=1e-9, atol=1e-12)
+        if version == 'v2':
+            # dense depth branch: original Sequential on a feature, output reshaped (M, 2) → (code, logit)
+            M = head_cfg.depth_branch.get('num_modes', 4)
+            vec = torch.randn(2, E, generator=gen, dtype=torch.float64)
+            value_map = vec[:, :, None, None].expand(2, E, 4, 6).contiguous()  # constant per image
+            loc = torch.tensor([[9.0, 7.0], [20.0, 11.0], [13.0, 5.0]], dtype=torch.float64)
+            inds = torch.tensor([0, 1, 1])
+            codes, logits = head.depth_branch(value_map, loc, inds, 4.0)
+            h = vec[inds]
+            i = 0
+            while f'depth_branch.{i + 2}.weight' in sd:
+                h = torch.relu(_orig_linear(sd, f'depth_branch.{i}', h))
+                i += 2
+            ref_code, ref_logit = _orig_linear(sd, f'depth_branch.{i}', h).reshape(-1, M, 2).unbind(dim=-1)
+            torch.testing.assert_close(codes, ref_code, rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(logits, ref_logit, rtol=1e-9, atol=1e-12)
+            for owner, name in (('depth_branch', 'loss_depth'), ('roi_aux', 'loss_regr')):
+                ours_ls = converted[f'bbox_head.{owner}.{name}.log_sigma']
+                assert ours_ls.shape == () and float(ours_ls) == float(sd[f'{name}.log_sigma'][0])
