@@ -1,13 +1,7 @@
-"""Shared pytest fixtures: ``device`` (cpu, plus cuda when available) and GPU-marker skipping."""
+"""Shared test configuration: tests marked ``@pytest.mark.gpu`` are skipped without CUDA (they run in
+``tools/gpu_check.sh``)."""
 import pytest
 import torch
-
-DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return torch.device(request.param)
 
 
 def pytest_collection_modifyitems(config, items):

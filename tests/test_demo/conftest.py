@@ -7,7 +7,6 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs/epropnp_det_r18_synthetic.py')
-CONFIG_V2 = osp.join(ROOT, 'configs/epropnp_det_r18_synthetic_v2.py')
 # a random model still yields boxes with these
 RANDOM_MODEL_OPTIONS = {'model.test_cfg.score_thr': 0.0, 'model.test_cfg.max_per_img': 12}
 
@@ -30,11 +29,6 @@ def save_random_checkpoint(config: str, path: str) -> str:
 @pytest.fixture(scope='session')
 def checkpoint(tmp_path_factory):
     return save_random_checkpoint(CONFIG, str(tmp_path_factory.mktemp('ckpt') / 'r18_random.pth'))
-
-
-@pytest.fixture(scope='session')
-def checkpoint_v2(tmp_path_factory):
-    return save_random_checkpoint(CONFIG_V2, str(tmp_path_factory.mktemp('ckpt_v2') / 'r18_v2_random.pth'))
 
 
 @pytest.fixture(scope='session')
