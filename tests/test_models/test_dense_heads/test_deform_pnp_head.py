@@ -63,11 +63,20 @@ def feats(B=2):
     return [torch.randn(B, 16, H // s, W // s, requires_grad=True) for s in (4, 8, 16, 32)]
 
 
-@pytest.mark.parametrize('solver_iters', [5, 10])
-def test_one_training_iteration_finite_losses_and_grads(solver_iters):
-    # 10 LM iterations = the regularisation's settings: its solve is shared with the pose loss's (share_reg_solve)
-    head = tiny_head(pnp=dict(mc_samples=32, num_iter=4, solver_cfg=dict(num_iter=solver_iters))).train()
-    assert head.share_reg_solve == (solver_iters == 10)
+@pytest.mark.parametrize('share', [False, True])
+def test_one_training_iteration_finite_losses_and_grads(share):
+    head = tiny_head(train_cfg=dict(num_obj_samples_per_img=6, share_reg_solve=share),
+                     loss_pose=dict(loss_weight=0.15, momentum=0.1)).train()
+    assert head.pose_stage.share_reg_solve == share
+    # start the norm factor away from the batch statistic so that its momentum update is visible
+    head.pose_stage.loss_pose.norm_factor.fill_(3.0)
+    captured = {}
+    orig_loss = head.pose_stage.loss
+
+    def spy(corr, camera, pose_gt, score_logit, weights, uniform_weights):
+        captured.update(scale=corr.scale.detach().clone(), weights=weights.detach().clone())
+        return orig_loss(corr, camera, pose_gt, score_logit, weights, uniform_weights)
+    head.pose_stage.loss = spy
     samples = [sample([[4., 1.6, 1.9, 1., 0.5, 10., 0.3], [1., 1.7, 0.7, -2., 0.6, 7., -1.]], [0, 7]),
                sample([[4., 1.6, 1.9, -1., 0.5, 9., 2.0]], [0], flip=True)]
     losses = head.loss(feats(), samples)
@@ -86,16 +95,36 @@ def test_one_training_iteration_finite_losses_and_grads(solver_iters):
     assert not missing, missing
     bad = [n for n, p in head.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     assert not bad, bad
-    # the norm factor moved towards the batch statistic (scales are 1 at init, mean weight 1)
-    torch.testing.assert_close(head.loss_pose.norm_factor, torch.tensor(1.0))
+    # the norm factor moved by one momentum step towards the batch statistic, the importance-weighted mean of the
+    # predicted weight scales over 2N scale entries (recomputed here from the captured scales and weights)
+    scale, w = captured['scale'].double(), captured['weights'].double()
+    batch = (scale * w[:, None]).sum() / (2 * scale.shape[0])
+    want = 0.9 * 3.0 + 0.1 * batch
+    assert abs(float(want) - 3.0) > 0.05  # a step that did not happen would be seen
+    torch.testing.assert_close(head.pose_stage.loss_pose.norm_factor.double(), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(losses['norm_factor'].double(), want, rtol=1e-6, atol=0)
     assert losses['loss_pose'] != 0 and losses['num_nonfinite_pose'] == 0
 
 
-def test_share_reg_solve_switch():
-    pnp10 = dict(mc_samples=32, num_iter=4, solver_cfg=dict(num_iter=10))
-    assert tiny_head(pnp=pnp10).share_reg_solve
-    assert not tiny_head(pnp=pnp10, train_cfg=dict(num_obj_samples_per_img=6, share_reg_solve=False)).share_reg_solve
-    assert not tiny_head(pnp=dict(pnp10, solver_cfg=dict(num_iter=10, fast_mode=True))).share_reg_solve
+def test_share_reg_solve_is_an_explicit_option(monkeypatch):
+    """``share_reg_solve`` (train_cfg or pose_stage option, default True) alone decides whether the derivative
+    regularisation takes its solution from the pose loss's solve call (``pose_opt`` given) or solves itself."""
+    import epropnp_det.models.task_modules.pnp_pose as pnp_pose
+    assert tiny_head().pose_stage.share_reg_solve
+    assert not tiny_head(train_cfg=dict(num_obj_samples_per_img=6, share_reg_solve=False)).pose_stage.share_reg_solve
+    assert not tiny_head(pose_stage=dict(share_reg_solve=False)).pose_stage.share_reg_solve
+    seen = []
+    orig = pnp_pose.derivative_regularization
+
+    def spy(*args, pose_opt=None, **kwargs):
+        seen.append(pose_opt is not None)
+        return orig(*args, pose_opt=pose_opt, **kwargs)
+    monkeypatch.setattr(pnp_pose, 'derivative_regularization', spy)
+    samples = [sample([[4., 1.6, 1.9, 1., 0.5, 10., 0.3]], [0]), sample([[4., 1.6, 1.9, -1., 0.5, 9., 2.0]], [0])]
+    for share in (True, False):
+        head = tiny_head(train_cfg=dict(num_obj_samples_per_img=6, share_reg_solve=share)).train()
+        head.loss(feats(), samples)
+    assert seen == [True, False]
 
 
 def test_training_without_objects_keeps_every_parameter_in_the_graph():
@@ -103,8 +132,8 @@ def test_training_without_objects_keeps_every_parameter_in_the_graph():
     samples = [sample(np.zeros((0, 7)), []), sample(np.zeros((0, 7)), [])]
     losses = head.loss(feats(), samples)
     assert losses['loss_cls'] > 0 and losses['loss_pose'] == 0
-    # no samples: the batch statistic 0 still enters the norm-factor EMA (momentum 0.01)
-    torch.testing.assert_close(head.loss_pose.norm_factor, torch.tensor(0.99))
+    # no samples: the batch statistic 0 still enters the norm-factor EMA (momentum 0.01): 1 → 0.99·1 + 0.01·0
+    torch.testing.assert_close(head.pose_stage.loss_pose.norm_factor, torch.tensor(0.99))
     sum(v for k, v in losses.items() if 'loss' in k).backward()
     missing = [n for n, p in head.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
@@ -153,9 +182,9 @@ def test_predict_by_feat_recovers_a_consistent_object():
                attr_logits=torch.arange(9.)[None])
     cand = FCOSCandidates(torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.8]),
                           torch.zeros(1, 32), torch.zeros(1, 2), torch.tensor([8.]))
-    meta = head._metas([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
+    cams = head.cameras([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
     torch.manual_seed(0)
-    res = head.predict_by_feat(out, cand, meta, 1)[0]
+    res = head.decode_objects(out, cand, cams, 1)[0]
     assert len(res.scores_3d) == 1
     bottom = box[0, 3:6].clone()
     bottom[1] += box[0, 1] / 2
@@ -170,3 +199,44 @@ def test_predict_by_feat_recovers_a_consistent_object():
     uv = uv[0, :, :2] / uv[0, :, 2:] + 0.5
     ref2d = torch.cat((uv.min(0).values.clamp(min=0), torch.minimum(uv.max(0).values, torch.tensor([W, H]))))
     torch.testing.assert_close(res.bboxes_2d[0].double(), ref2d, atol=1e-3, rtol=0)
+    # the pose uncertainty of the box: std = sqrt(diag(cov)); lateral = camera x, depth = camera z
+    std = res.pose_cov[0].diagonal().sqrt()
+    torch.testing.assert_close(res.pose_std[0], std)
+    torch.testing.assert_close(torch.stack((res.lateral_std[0], res.depth_std[0], res.yaw_std[0])), std[[0, 2, 3]])
+    assert (std > 0).all() and torch.isfinite(std).all()
+
+
+def test_pose_cov_scale_and_uncertainty_score_options():
+    """``test_cfg.pose_cov_scale`` multiplies the std of axis i of class c by s[c][i] (cov_ij · s_i · s_j), and
+    ``score_uncertainty`` lowers the detection score by the calibrated spread (here the 'exp' form:
+    ``score · exp(−sqrt(σx² + σz²) / σ_ref)``), both recomputed here from the uncalibrated output."""
+    from epropnp_det.models.dense_heads.fcos_emb_head import FCOSCandidates
+    box = torch.tensor([[4., 1.6, 1.9, 1.0, 0.6, 12., 0.4]], dtype=torch.float64)
+    g = torch.linspace(-0.5, 0.5, 4, dtype=torch.float64)
+    noc = torch.stack(torch.meshgrid(g, g, g, indexing='ij'), -1).reshape(1, -1, 3)
+    c, s = torch.cos(box[0, 6]), torch.sin(box[0, 6])
+    R = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
+    uvw = ((noc * box[:, None, :3])[0] @ R.T + box[0, 3:6]) @ torch.from_numpy(K).T
+    x2d = (uvw[:, :2] / uvw[:, 2:])[None] + torch.randn(1, 64, 2, generator=torch.Generator().manual_seed(0),
+                                                         dtype=torch.float64)
+    out = dict(noc=noc.float(), x2d=x2d.float(), w2d=torch.full((1, 64, 2), 1 / 64.), scale=torch.ones(1, 2) * 5,
+               dims=box[:, :3].float(), score_logit=torch.zeros(1), velo=None, attr_logits=None)
+    cand = FCOSCandidates(torch.tensor([0]), torch.tensor([0]), torch.tensor([3]), torch.tensor([0.8]),
+                          torch.zeros(1, 32), torch.zeros(1, 2), torch.tensor([8.]))
+    scales = [[1., 1., 1., 1.]] * 3 + [[2., 1., 3., 0.5]] + [[1., 1., 1., 1.]] * 6  # class 3 calibrated
+    runs = {}
+    for name, extra in (('raw', {}), ('scaled', dict(pose_cov_scale=scales)),
+                        ('scored', dict(pose_cov_scale=scales, score_uncertainty=dict(type='exp', alpha=1.,
+                                                                                          ref_std=2.)))):
+        head = tiny_head(test_cfg=dict(mc_seed=0, **extra)).eval()
+        cams = head.cameras([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
+        runs[name] = head.decode_objects(out, cand, cams, 1)[0]
+    raw, scaled, scored = runs['raw'].pose_cov[0].double(), runs['scaled'].pose_cov[0].double(), runs['scored']
+    sv = torch.tensor(scales[3], dtype=torch.float64)
+    torch.testing.assert_close(scaled, raw * sv[:, None] * sv[None, :], rtol=1e-6, atol=0)
+    torch.testing.assert_close(runs['scaled'].pose_std[0].double(), raw.diagonal().sqrt() * sv, rtol=1e-6, atol=0)
+    torch.testing.assert_close(runs['scaled'].scores_3d, runs['raw'].scores_3d)
+    sigma_bev = (scaled[0, 0] + scaled[2, 2]).sqrt()
+    want = runs['raw'].scores_3d.double() * torch.exp(-sigma_bev / 2.)
+    assert float(want) < 0.99 * float(runs['raw'].scores_3d)  # the option visibly lowers the score
+    torch.testing.assert_close(scored.scores_3d.double(), want, rtol=1e-6, atol=0)

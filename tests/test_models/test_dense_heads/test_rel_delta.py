@@ -28,17 +28,17 @@ def _losses(head, seed=3):
 
 def test_parameter_only_when_enabled_and_initial_value():
     off = tiny_head()
-    assert off.log_rel_delta is None and off.relative_delta() == 0.5
+    assert off.log_rel_delta is None and off.pose_stage.relative_delta() == 0.5
     assert not any('rel_delta' in n for n, _ in off.named_parameters())
     on = tiny_head(learnable_rel_delta=True, pnp=dict(mc_samples=32, num_iter=4, relative_delta=0.3,
                                                       solver_cfg=dict(num_iter=5)))
     names = [n for n, _ in on.named_parameters()]
-    assert 'log_rel_delta' in names
+    assert 'pose_stage.log_rel_delta' in names
     assert on.log_rel_delta.shape == () and on.log_rel_delta.requires_grad
     torch.testing.assert_close(on.log_rel_delta.detach(), torch.tensor(math.log(0.3)))
-    torch.testing.assert_close(on.relative_delta().detach(), torch.tensor(0.3))
+    torch.testing.assert_close(on.pose_stage.relative_delta().detach(), torch.tensor(0.3))
     # the default head's state dict is unchanged (old checkpoints load strictly)
-    assert set(off.state_dict()) == set(on.state_dict()) - {'log_rel_delta'}
+    assert set(off.state_dict()) == set(on.state_dict()) - {'pose_stage.log_rel_delta'}
 
 
 def test_losses_equal_at_init_and_gradient_reaches_the_parameter():

@@ -99,15 +99,15 @@ def test_dense_map_sampler_mode_matches_homography_mode(model):
              data['data_samples']]
     dx = torch.stack([torch.from_numpy(d[0]) for d in dense])
     dm = torch.stack([torch.from_numpy(d[1]) for d in dense])
-    meta_h = head._metas([ds.metainfo for ds in data['data_samples']], x[0])
+    meta_h = head.cameras([ds.metainfo for ds in data['data_samples']], x[0])
     head_d = copy.deepcopy(head)
     head_d.sampler.x2d_mode = 'dense_map'
-    meta_d = head_d._metas([ds.metainfo for ds in data['data_samples']], x[0], dx, dm)
+    meta_d = head_d.cameras([ds.metainfo for ds in data['data_samples']], x[0], dx, dm)
     loc = torch.tensor([[[[40., 30.], [100.5, 64.2], [300., 90.]]]]).expand(2, 1, 3, 2)
     inds = torch.tensor([0, 1])
-    xh, mh = head.sampler.sample_x2d_and_mask(loc, inds, meta_h['img_wh'], img_transforms=meta_h['T'])
-    xd, md = head_d.sampler.sample_x2d_and_mask(loc, inds, meta_d['img_wh'], dense_x2d=meta_d['dense_x2d'],
-                                                dense_mask=meta_d['dense_mask'])
+    xh, mh = head.sampler.sample_x2d_and_mask(loc, inds, meta_h.img_wh, img_transforms=meta_h.img_transform)
+    xd, md = head_d.sampler.sample_x2d_and_mask(loc, inds, meta_d.img_wh, dense_x2d=meta_d.dense_x2d,
+                                                dense_mask=meta_d.dense_mask)
     torch.testing.assert_close(xd, xh, atol=1e-3, rtol=0)
     torch.testing.assert_close(md, mh)
     head_d.train()

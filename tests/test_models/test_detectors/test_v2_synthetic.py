@@ -58,7 +58,7 @@ def test_v2_head_options(model):
     assert head.pixel_convention == 'v2' and head.cls_emb is not None
     assert head.fcos_head.with_bbox2d and not head.fcos_head.offset_cls_agnostic
     assert head.depth_branch is not None and head.depth_branch.loss_depth.log_sigma is not None
-    assert not head.detach_pose_x2d and not head.detach_reg_inputs and not head.point_subnet.detach_pos_x2d
+    assert not head.pose_stage.detach_pose_x2d and not head.pose_stage.detach_reg_inputs and not head.point_subnet.detach_pos_x2d
     assert head.loss_pose.loss_weight == 0.5
     assert not model.data_preprocessor.with_dense_x2d
     assert head.roi_aux.regr_version == 'v2' and head.roi_aux.loss_proj.delta == 2.0
@@ -141,7 +141,7 @@ def test_v2_flip_tta(model):
 
 def test_v2_gradient_paths_vs_v1_detaching(model):
     """§10.8: v2 feeds an undetached x2d to the pose loss and lets the derivative regularisation reach dims;
-    the v1 settings (detach_pose_x2d / detach_reg_inputs True) cut exactly these paths."""
+    the v1 settings (pose stage detach_pose_x2d / detach_reg_inputs True) cut exactly these paths."""
     head = model.bbox_head
     model.train()
     seen = []
@@ -155,7 +155,7 @@ def test_v2_gradient_paths_vs_v1_detaching(model):
     grads = []
     try:
         for detach in (False, True):
-            head.detach_pose_x2d = head.detach_reg_inputs = detach
+            head.pose_stage.detach_pose_x2d = head.pose_stage.detach_reg_inputs = detach
             torch.manual_seed(0)
             losses = model(**_data(model, True), mode='loss')
             g, = torch.autograd.grad(losses['loss_reg_pos'], head.object_branches.dim_branch.weight,
@@ -163,7 +163,7 @@ def test_v2_gradient_paths_vs_v1_detaching(model):
             grads.append(g)
     finally:
         head.pnp.monte_carlo_forward = orig
-        head.detach_pose_x2d = head.detach_reg_inputs = False
+        head.pose_stage.detach_pose_x2d = head.pose_stage.detach_reg_inputs = False
     assert seen == [True, False]
     assert grads[0] is not None and grads[0].abs().sum() > 0
     assert grads[1] is None or grads[1].abs().sum() == 0
