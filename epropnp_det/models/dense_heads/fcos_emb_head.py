@@ -77,6 +77,13 @@ class FCOSCandidates(NamedTuple):
 class EProPnPFCOSEmbHead(AnchorFreeHead):
     """Query emitter: classification, centerness, 2D reference point and object embedding per location.
 
+    It inherits mmdet's ``AnchorFreeHead`` for its layers (``cls_convs``, ``reg_convs``, the point generator,
+    ``loss_cls``) and its ``forward`` / ``loss_by_feat`` keep mmdet's roles, but it is a sub-module of
+    :class:`EProPnPDeformPnPHead`, which calls :meth:`get_points`, :meth:`get_targets`, :meth:`loss_by_feat` and
+    :meth:`get_candidates` with volume-centre targets. mmdet's data-sample entry points (``loss``, ``predict``,
+    ``loss_and_predict``) and its box decoding (``predict_by_feat``) cannot work with these signatures, so they
+    raise instead of failing somewhere inside mmdet.
+
     Args (beyond mmdet ``AnchorFreeHead``):
         emb_channels: object embedding width (256).
         regress_ranges: per-level ``(lo, hi)`` of ``max(l, t, r, b)``.
@@ -107,7 +114,6 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
                                        loss_weight=1.0),
                  loss_rp: dict = dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=1.0, loss_weight=1.0),
                  loss_centerness: dict = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
-                 bbox_coder: dict = dict(type='mmdet.DistancePointBBoxCoder'),
                  bbox_branch: Optional[Sequence[int]] = None,
                  loss_bbox2d: dict = dict(type='mmdet.GIoULoss', loss_weight=0.5),
                  ref_offset_init_std: Optional[float] = None, init_cfg=None, **kwargs):
@@ -121,8 +127,8 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         self.offset_cls_agnostic = offset_cls_agnostic
         super().__init__(num_classes=num_classes, in_channels=in_channels, feat_channels=feat_channels,
                          stacked_convs=stacked_convs, strides=strides, dcn_on_last_conv=dcn_on_last_conv,
-                         norm_cfg=norm_cfg, loss_cls=loss_cls, loss_bbox=loss_rp, bbox_coder=bbox_coder,
-                         init_cfg=init_cfg, **kwargs)
+                         norm_cfg=norm_cfg, loss_cls=loss_cls, loss_bbox=loss_rp, init_cfg=init_cfg, **kwargs)
+        del self.bbox_coder  # AnchorFreeHead builds a box coder by default; the emitter decodes no boxes
         self.loss_rp = self.loss_bbox
         self.loss_centerness = MODELS.build(loss_centerness)
         self.regress_ranges = tuple(tuple(r) for r in regress_ranges)
@@ -131,6 +137,13 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         self.center_error_scale, self.min_ref_length = center_error_scale, min_ref_length
         self.use_ignore = use_ignore
         self.loss_bbox2d = MODELS.build(loss_bbox2d) if self.with_bbox2d else None
+
+    def _not_standalone(self, *args, **kwargs):
+        raise NotImplementedError(
+            'EProPnPFCOSEmbHead is the query emitter of EProPnPDeformPnPHead and has no stand-alone mmdet '
+            'loss / predict: use its forward, get_targets, loss_by_feat and get_candidates (see the class docstring)')
+
+    loss = predict = loss_and_predict = predict_by_feat = _not_standalone
 
     # ------------------------------------------------------------------------------------------------ layers
     def _branch(self, widths: Sequence[int], kernel_sizes: Optional[Sequence[int]] = None) -> nn.Sequential:

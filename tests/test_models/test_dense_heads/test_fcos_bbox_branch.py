@@ -32,10 +32,27 @@ def test_branch_off_by_default_and_forward():
     assert len(out) == 5
     for lvl, (s, b) in enumerate(zip((8, 16, 32), out[4])):
         assert b.shape == (2, 4, x[lvl].shape[-2], x[lvl].shape[-1]) and (b >= 0).all()
-        reg = x[lvl]
-        for conv in head.reg_convs:
-            reg = conv(reg)
-        torch.testing.assert_close(b, torch.relu(head.conv_bbox(head.bbox_branch(reg))) * s)
+    # independent reference: with a zero 1×1 box conv the output is relu(bias)·stride at every point of every level
+    # (stride scaling and the ReLU, whatever the features), so a wrong stride, a missing ReLU or a missing scale
+    # shows up exactly
+    with torch.no_grad():
+        head.conv_bbox.weight.zero_()
+        head.conv_bbox.bias.copy_(torch.tensor([1.5, -2., 0.25, 3.]))
+        out = head(x, with_bbox=True)
+    for s, b in zip((8, 16, 32), out[4]):
+        want = torch.tensor([1.5, 0., 0.25, 3.]) * s
+        torch.testing.assert_close(b, want[None, :, None, None].expand_as(b), rtol=0, atol=0)
+    # the box branch reads the regression tower only: changing the classification tower leaves it unchanged,
+    # changing the regression tower does not
+    head = make_head(bbox_branch=(16,), ref_offset_init_std=0.01)
+    with torch.no_grad():
+        ref = head(x, with_bbox=True)[4]
+        for p in head.cls_convs.parameters():
+            p.add_(0.5)
+        torch.testing.assert_close(head(x, with_bbox=True)[4], ref, rtol=0, atol=0)
+        for p in head.reg_convs.parameters():
+            p.add_(0.5)
+        assert not all(torch.equal(a, b) for a, b in zip(head(x, with_bbox=True)[4], ref))
 
 
 def test_targets_decoding_and_giou_loss_hand_example():

@@ -150,3 +150,13 @@ def test_candidates_threshold_and_per_image_cap():
     torch.testing.assert_close(c.centers[i], centers[0][0, 2:4, 2, 3])
     torch.testing.assert_close(c.emb[i], emb[0][0, :, 2, 3])
     torch.testing.assert_close(c.scores[i], torch.sigmoid(torch.tensor(10.)))
+
+
+def test_emitter_refuses_the_mmdet_entry_points_it_cannot_honour():
+    """mmdet's data-sample ``loss`` / ``predict`` / ``loss_and_predict`` and box decoding ``predict_by_feat`` would
+    call this head's methods with the wrong signatures; they raise a clear error, and no box coder is kept."""
+    head = make_head()
+    assert not hasattr(head, 'bbox_coder')
+    for name in ('loss', 'predict', 'loss_and_predict', 'predict_by_feat'):
+        with pytest.raises(NotImplementedError, match='query emitter'):
+            getattr(head, name)(feats(), [])
