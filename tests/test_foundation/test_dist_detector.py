@@ -23,13 +23,16 @@ def test_dist_train_detector_two_cpu_processes(tmp_path):
     root = tiny_nuscenes_root()
     d = root.rstrip('/') + '/'
     from mmengine.config import Config
-    cfg_path = os.path.join(REPO, 'configs', 'epropnp_det_r18_synthetic.py')
-    imports = list(Config.fromfile(cfg_path).custom_imports['imports']) + ['tests.test_foundation.dist_backend_probe']
+    base = os.path.join(REPO, 'configs', 'epropnp_det_r18_synthetic.py')
+    imports = list(Config.fromfile(base).custom_imports['imports']) + ['tests.test_foundation.dist_backend_probe']
+    cfg_path = str(tmp_path / 'dist_probe_cfg.py')  # the config plus the probe hook (no other custom hooks)
+    with open(cfg_path, 'w') as f:
+        f.write(f"_base_ = [{base!r}]\ncustom_imports = dict(imports={imports!r}, allow_failed_imports=False)\n"
+                "custom_hooks = [dict(type='DistBackendProbeHook')]\n")
     opts = ['train_cfg.max_iters=6', 'default_hooks.checkpoint.interval=6', 'default_hooks.logger.interval=1',
             'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None', 'train_dataloader.batch_size=1',
             'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-            f'train_dataloader.dataset.data_root={d}', "custom_hooks=[dict(type='DistBackendProbeHook')]",
-            'custom_imports.imports=[' + ','.join(f"'{m}'" for m in imports) + ']']
+            f'train_dataloader.dataset.data_root={d}']
     env = dict(os.environ, PYTHONPATH=REPO, PYTHON=sys.executable, OMP_NUM_THREADS='1')
     env.pop('PORT', None)
     cmd = ['bash', os.path.join(REPO, 'tools', 'dist_train.sh'), cfg_path, '2', '--work-dir', str(tmp_path),
