@@ -127,8 +127,9 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         self.offset_cls_agnostic = offset_cls_agnostic
         super().__init__(num_classes=num_classes, in_channels=in_channels, feat_channels=feat_channels,
                          stacked_convs=stacked_convs, strides=strides, dcn_on_last_conv=dcn_on_last_conv,
-                         norm_cfg=norm_cfg, loss_cls=loss_cls, loss_bbox=loss_rp, init_cfg=init_cfg, **kwargs)
-        del self.bbox_coder  # AnchorFreeHead builds a box coder by default; the emitter decodes no boxes
+                         norm_cfg=norm_cfg, loss_cls=loss_cls, loss_bbox=loss_rp,
+                         bbox_coder=dict(type='mmdet.DistancePointBBoxCoder'), init_cfg=init_cfg, **kwargs)
+        del self.bbox_coder  # AnchorFreeHead always builds a box coder; the emitter decodes no boxes
         self.loss_rp = self.loss_bbox
         self.loss_centerness = MODELS.build(loss_centerness)
         self.regress_ranges = tuple(tuple(r) for r in regress_ranges)
