@@ -90,8 +90,8 @@ def test_centre_target_rays_follow_the_convention():
         t = EProPnPVolumeCenter(pixel_convention=c).thickness(box[None], K, torch.eye(3, dtype=torch.float64), p)
         torch.testing.assert_close(t, torch.full((1, 1), 0.02, dtype=torch.float64), rtol=1e-6, atol=1e-9)
         other = 'v2' if c == 'v1' else 'v1'  # the other convention misses the box by 0.5 px ≈ 1.7 cm at 10 m
-        t = EProPnPVolumeCenter(pixel_convention=other).thickness(box[None], K, torch.eye(3, dtype=torch.float64),
-                                                                   p)
+        eye = torch.eye(3, dtype=torch.float64)
+        t = EProPnPVolumeCenter(pixel_convention=other).thickness(box[None], K, eye, p)
         assert float(t) == 0
 
 

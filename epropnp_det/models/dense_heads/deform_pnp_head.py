@@ -12,7 +12,7 @@ are original-image K-projections in the head's ``pixel_convention`` (:mod:`eprop
 batch are one :class:`~epropnp_det.structures.CameraBatch`. Each option of the v2 model and where it lives:
 docs/architecture.md.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from mmdet.utils import reduce_mean
@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from epropnp_det.ops.pixels import check_pixel_convention
 from epropnp_det.structures import CameraBatch, Correspondences
-from epropnp_det.structures.boxes import cam_boxes_to_model
 from epropnp_det.structures.nuscenes_attributes import NUSCENES_CLS_ATTRS
 
 from ..task_modules.object_sampler import gather_gt_fields
@@ -218,25 +217,15 @@ class EProPnPDeformPnPHead(BaseModule):
         ref = cls_scores[0]
         cams = self.cameras(batch_img_metas, ref, dense_x2d, dense_mask)
         B = len(batch_img_metas)
-        gt3d, gt2d = batch_gt_instances_3d, batch_gt_instances
-        for b in range(B):
-            if len(gt3d[b]) != len(gt2d[b]):
-                raise ValueError(f'image {b}: {len(gt3d[b])} gt_instances_3d but {len(gt2d[b])} gt_instances')
-        boxes3d = [g.bboxes_3d.to(ref) if isinstance(g.bboxes_3d, Tensor) else  # model convention (contract)
-                   cam_boxes_to_model(g.bboxes_3d)[0].to(ref) for g in gt3d]  # mmdet3d box class: convert
-        feat_hw = (-(-cams.pad_hw[0] // self.output_stride), -(-cams.pad_hw[1] // self.output_stride))
-        centres, valid, num_dropped = self.center_target.get_targets(
-            boxes3d, [g.bboxes.to(ref) for g in gt2d], list(cams.cam2img), list(cams.img_transform),
-            list(cams.img_wh), feat_hw)
-        keep_idx, valid_host = self.center_target.keep_indices(valid)  # the one host read of the gt filtering
-        boxes3d = [t[k] for t, k in zip(boxes3d, keep_idx)]
-        boxes2d = [g.bboxes.to(ref)[k] for g, k in zip(gt2d, keep_idx)]
-        labels = [g.labels_3d.to(ref.device).long()[k] for g, k in zip(gt3d, keep_idx)]
-        centres = [c[k] for c, k in zip(centres, keep_idx)]
+        gt3d = batch_gt_instances_3d
+        gt = self.center_target.filter(gt3d, batch_gt_instances, cams, ref)  # the one host read of the gt filtering
+        boxes2d, labels, centres = gt.boxes2d, gt.labels, gt.centres
         ignore = [g.bboxes.to(ref) if g is not None and 'bboxes' in g else None
                   for g in (batch_gt_instances_ignore or [None] * B)]
-        ignore = None if all(i is None for i in ignore) else [i if i is not None else ref.new_zeros(0, 4)
-                                                               for i in ignore]
+        if all(i is None for i in ignore):
+            ignore = None
+        else:
+            ignore = [i if i is not None else ref.new_zeros(0, 4) for i in ignore]
         # ---- FCOS
         points, strides, ranges = self.fcos_head.get_points([c.shape[-2:] for c in cls_scores], ref.dtype,
                                                             ref.device)
@@ -247,9 +236,9 @@ class EProPnPDeformPnPHead(BaseModule):
         M = points.shape[0]
         fg = targets.labels.reshape(-1) < self.num_classes
         smp = self.object_sampler(fg, targets.centerness.reshape(-1), targets.gt_inds.reshape(-1), B,
-                                  num_gts=sum(len(b) for b in boxes3d))
+                                  num_gts=sum(len(b) for b in gt.boxes3d))
         img_inds, pt = smp.point_inds // M, smp.point_inds % M
-        all_boxes, all_labels = torch.cat(boxes3d), torch.cat(labels)
+        all_boxes, all_labels = torch.cat(gt.boxes3d), torch.cat(labels)
         obj_labels = all_labels[smp.gt_inds]
         emb = self.fcos_head.flatten(embs).reshape(B * M, -1)[smp.point_inds]
         cen = self.fcos_head.flatten(centers).reshape(B * M, -1)[smp.point_inds]
@@ -258,14 +247,14 @@ class EProPnPDeformPnPHead(BaseModule):
         out = self.forward_subheads(emb, cen, strides[pt], img_inds, obj_labels, key_map, value_map, cams)
         out, finite = self.exclude_nonfinite_objects(out)
         losses.update(self.loss_objects(out, all_boxes[smp.gt_inds], obj_labels, img_inds, smp, cams,
-                                        gather_gt_fields(gt3d, keep_idx, smp.gt_inds, ref.device), finite))
+                                        gather_gt_fields(gt3d, gt.keep_idx, smp.gt_inds, ref.device), finite))
         if self.depth_branch is not None:
             losses.update(self.depth_branch.loss(value_map, [p.to(ref) for p in batch_cam_pts], cams.cam2img,
                                                  cams.img_transform, cams.img_wh, self.output_stride))
         if self.roi_aux is not None:
-            losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, valid_host, cams, key_map,
+            losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, gt.valid_host, cams, key_map,
                                             value_map, dense_x2d))
-        losses['num_dropped_centers'] = num_dropped.to(ref)
+        losses['num_dropped_centers'] = gt.num_dropped.to(ref)
         return losses
 
     def loss_roi_aux(self, out: dict, smp, all_boxes: Tensor, boxes2d: List[Tensor], gt3d: list,

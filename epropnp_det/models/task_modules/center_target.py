@@ -22,7 +22,7 @@ grazing triangle edges.
 Fix of spec §13.6: invalid objects are not silently removed; :meth:`EProPnPVolumeCenter.get_targets` returns the
 validity masks and the number of dropped objects, which the head logs.
 """
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
 from mmdet3d.registry import TASK_UTILS
@@ -30,8 +30,9 @@ from torch import Tensor
 
 from epropnp_det.ops.pixels import check_pixel_convention, continuous_to_k_projection
 from epropnp_det.ops.pnp.rotation import yaw_to_rot_mat
+from epropnp_det.structures.boxes import cam_boxes_to_model
 
-__all__ = ['EProPnPVolumeCenter', 'ray_box_depths']
+__all__ = ['EProPnPVolumeCenter', 'ray_box_depths', 'ValidGt']
 
 
 def ray_box_depths(rays: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
@@ -56,6 +57,17 @@ def ray_box_depths(rays: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
     t_near = torch.minimum(t1, t2).amax(-1).T
     t_far = torch.maximum(t1, t2).amin(-1).T
     return t_near, t_far
+
+
+class ValidGt(NamedTuple):
+    """The ground truth of a batch that has a volume centre (per image lists; :meth:`EProPnPVolumeCenter.filter`)."""
+    boxes3d: List[Tensor]  # (n_b, 7) model boxes [l, h, w, x, y, z, yaw], original camera frame
+    boxes2d: List[Tensor]  # (n_b, 4) augmented 2D boxes, continuous px
+    labels: List[Tensor]  # (n_b,) long
+    centres: List[Tensor]  # (n_b, 2) volume centres, augmented continuous px
+    keep_idx: List[Tensor]  # (n_b,) long indices of the kept gts among the image's gts
+    valid_host: List[List[bool]]  # per image and gt: kept (host list)
+    num_dropped: Tensor  # 0-dim long: gts without a valid centre in the batch
 
 
 @TASK_UTILS.register_module()
@@ -182,3 +194,26 @@ class EProPnPVolumeCenter:
         keep_idx = [torch.sort((~v).to(torch.uint8), stable=True).indices[:sum(vh)]
                     for v, vh in zip(valid, valid_host)]
         return keep_idx, valid_host
+
+    def filter(self, gt3d: list, gt2d: list, cams, ref: Tensor) -> ValidGt:
+        """Volume centres of a batch's gt and the gt that has one (the others are dropped and counted).
+
+        Args:
+            gt3d, gt2d: per image ``gt_instances_3d`` (``bboxes_3d``: model boxes (n, 7) or an mmdet3d box class,
+                ``labels_3d``) and ``gt_instances`` (``bboxes`` (n, 4) augmented px).
+            cams: the batch's :class:`~epropnp_det.structures.CameraBatch`.
+            ref: a tensor giving dtype and device.
+        """
+        for b, (g3, g2) in enumerate(zip(gt3d, gt2d)):
+            if len(g3) != len(g2):
+                raise ValueError(f'image {b}: {len(g3)} gt_instances_3d but {len(g2)} gt_instances')
+        boxes3d = [g.bboxes_3d.to(ref) if isinstance(g.bboxes_3d, Tensor) else  # model convention (contract)
+                   cam_boxes_to_model(g.bboxes_3d)[0].to(ref) for g in gt3d]  # mmdet3d box class: convert
+        s = self.output_stride
+        feat_hw = (-(-cams.pad_hw[0] // s), -(-cams.pad_hw[1] // s))
+        centres, valid, num_dropped = self.get_targets(boxes3d, [g.bboxes.to(ref) for g in gt2d], list(cams.cam2img),
+                                                       list(cams.img_transform), list(cams.img_wh), feat_hw)
+        keep_idx, valid_host = self.keep_indices(valid)
+        return ValidGt([t[k] for t, k in zip(boxes3d, keep_idx)], [g.bboxes.to(ref)[k] for g, k in zip(gt2d, keep_idx)],
+                       [g.labels_3d.to(ref.device).long()[k] for g, k in zip(gt3d, keep_idx)],
+                       [c[k] for c, k in zip(centres, keep_idx)], keep_idx, valid_host, num_dropped)

@@ -217,17 +217,17 @@ def test_pose_cov_scale_and_uncertainty_score_options():
     c, s = torch.cos(box[0, 6]), torch.sin(box[0, 6])
     R = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
     uvw = ((noc * box[:, None, :3])[0] @ R.T + box[0, 3:6]) @ torch.from_numpy(K).T
-    x2d = (uvw[:, :2] / uvw[:, 2:])[None] + torch.randn(1, 64, 2, generator=torch.Generator().manual_seed(0),
-                                                         dtype=torch.float64)
+    noise = torch.randn(1, 64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x2d = (uvw[:, :2] / uvw[:, 2:])[None] + noise
     out = dict(noc=noc.float(), x2d=x2d.float(), w2d=torch.full((1, 64, 2), 1 / 64.), scale=torch.ones(1, 2) * 5,
                dims=box[:, :3].float(), score_logit=torch.zeros(1), velo=None, attr_logits=None)
     cand = FCOSCandidates(torch.tensor([0]), torch.tensor([0]), torch.tensor([3]), torch.tensor([0.8]),
                           torch.zeros(1, 32), torch.zeros(1, 2), torch.tensor([8.]))
     scales = [[1., 1., 1., 1.]] * 3 + [[2., 1., 3., 0.5]] + [[1., 1., 1., 1.]] * 6  # class 3 calibrated
     runs = {}
+    exp_score = dict(type='exp', alpha=1., ref_std=2.)
     for name, extra in (('raw', {}), ('scaled', dict(pose_cov_scale=scales)),
-                        ('scored', dict(pose_cov_scale=scales, score_uncertainty=dict(type='exp', alpha=1.,
-                                                                                          ref_std=2.)))):
+                        ('scored', dict(pose_cov_scale=scales, score_uncertainty=exp_score))):
         head = tiny_head(test_cfg=dict(mc_seed=0, **extra)).eval()
         cams = head.cameras([sample(np.zeros((0, 7)), []).metainfo], torch.zeros(1))
         runs[name] = head.decode_objects(out, cand, cams, 1)[0]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ._helpers import ROOT
-from ._numerics import VARIANTS, record, state_dict_layout
+from ._numerics import VARIANTS, record
 
 GOLDEN = os.path.join(ROOT, 'tests', 'data', 'golden', 'head_numerics.pt')
 

@@ -58,7 +58,8 @@ def test_v2_head_options(model):
     assert head.pixel_convention == 'v2' and head.cls_emb is not None
     assert head.fcos_head.with_bbox2d and not head.fcos_head.offset_cls_agnostic
     assert head.depth_branch is not None and head.depth_branch.loss_depth.log_sigma is not None
-    assert not head.pose_stage.detach_pose_x2d and not head.pose_stage.detach_reg_inputs and not head.point_subnet.detach_pos_x2d
+    ps = head.pose_stage
+    assert not ps.detach_pose_x2d and not ps.detach_reg_inputs and not head.point_subnet.detach_pos_x2d
     assert head.loss_pose.loss_weight == 0.5
     assert not model.data_preprocessor.with_dense_x2d
     assert head.roi_aux.regr_version == 'v2' and head.roi_aux.loss_proj.delta == 2.0
