@@ -39,13 +39,7 @@ def test_dist_train_detector_two_cpu_processes(tmp_path):
            '--cfg-options'] + opts
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    logs = glob.glob(str(tmp_path / '*' / 'vis_data' / 'scalars.json'))
-    assert logs, 'no scalar log written'
-    rows = [json.loads(line) for line in open(logs[0]) if 'loss' in line]
-    assert len(rows) == 6 and all(abs(r['loss']) < 1e4 for r in rows)
     import torch
-    ckpt = torch.load(tmp_path / 'iter_6.pth', map_location='cpu', weights_only=False)
-    assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values() if v.is_floating_point())
     infos = [json.load(open(p)) for p in sorted(glob.glob(str(tmp_path / 'backend_rank*.json')))]
     assert [i['rank'] for i in infos] == [0, 1], infos
     expected = ('nccl', 'cuda') if torch.cuda.is_available() else ('gloo', 'cpu')
@@ -53,6 +47,12 @@ def test_dist_train_detector_two_cpu_processes(tmp_path):
         assert info['initialized'] and info['world_size'] == 2, info
         assert (info['backend'], info['param_device'].split(':')[0]) == expected, info
         assert info['wrapper'] == 'MMDistributedDataParallel', info
+    logs = glob.glob(str(tmp_path / '*' / 'vis_data' / 'scalars.json'))
+    assert logs, 'no scalar log written'
+    rows = [json.loads(line) for line in open(logs[0]) if 'loss' in line]
+    assert len(rows) == 6 and all(abs(r['loss']) < 1e4 for r in rows)
+    ckpt = torch.load(tmp_path / 'iter_6.pth', map_location='cpu', weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values() if v.is_floating_point())
 
 
 @pytest.mark.slow
