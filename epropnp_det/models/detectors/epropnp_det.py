@@ -1,11 +1,13 @@
-"""EPro-PnP-Det detector: backbone → FPN → :class:`EProPnPDeformPnPHead` on ``Det3DDataSample`` (spec §3.1).
+"""EPro-PnP-Det detector: backbone → FPN → :class:`EProPnPDeformPnPHead` on ``Det3DDataSample`` (docs/method.md §3.1).
 
 ``loss`` returns the head's flat loss dict (mmengine sums the keys containing ``loss``; ``ate``, ``norm_factor``,
 ``num_dropped_centers`` are logged only). ``predict`` fills ``pred_instances_3d`` (``bboxes_3d``:
 ``CameraInstance3DBoxes`` box_dim 9 in the original camera frame, ``scores_3d``, ``labels_3d``, ``attr_labels``,
-plus ``pose_cov`` (n, 4, 4) and, with ``test_cfg.mc_samples > 0``, ``pose_samples`` / ``pose_sample_weights``)
+plus the pose uncertainty of each box: ``pose_cov`` (n, 4, 4) covariance of ``[x, y, z, yaw]`` in the camera frame,
+``pose_std`` (n, 4), ``lateral_std`` (camera x, m), ``depth_std`` (camera z, m), ``yaw_std`` (rad), and, with
+``test_cfg.mc_samples = K > 0``, ``pose_samples`` (n, K, 4) / ``pose_sample_weights`` (n, K); docs/architecture.md)
 and ``pred_instances`` (projected 2D boxes in original-image pixels, FCOS class scores, labels).
-Flip test-time augmentation (spec §6.4): :class:`EProPnPFlipTTAModel` (``tools/test.py --tta``).
+Flip test-time augmentation (docs/method.md §6.4): :class:`EProPnPFlipTTAModel` (``tools/test.py --tta``).
 """
 from mmdet3d.models.detectors import SingleStageMono3DDetector
 from mmdet3d.registry import MODELS

@@ -1,4 +1,4 @@
-"""Flip test-time augmentation wrapper (spec §6.4) for ``tools/test.py --tta``.
+"""Flip test-time augmentation wrapper (docs/method.md §6.4) for ``tools/test.py --tta``.
 
 mmengine's ``BaseTTAModel`` merges *predictions* of independent passes; EPro-PnP-Det merges *correspondences*
 inside the head instead, so ``test_step`` is overridden: of the two augmented views of each batch (identity and
