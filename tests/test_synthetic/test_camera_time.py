@@ -157,7 +157,8 @@ def test_info_camera_boxes_use_the_camera_time_pose(offset_root, offset_nusc):
 
 def test_metric_maps_camera_boxes_back_with_the_camera_time_pose(offset_root, offset_nusc, tmp_path):
     """Ground-truth camera boxes of every val image as predictions → the metric's global boxes are the
-    annotations to 1 mm (and the devkit's translation errors vanish)."""
+    annotations to 1 mm (and the devkit's translation errors vanish); the data path's ``cam2global`` meta is the
+    camera-time pose."""
     import torch
     from mmdet3d.registry import METRICS
     from mmengine.structures import InstanceData
@@ -168,14 +169,21 @@ def test_metric_maps_camera_boxes_back_with_the_camera_time_pose(offset_root, of
     pipe = [dict(type='EProPnPLoadImage'), dict(type='EProPnPLoadAnnotations'), dict(type='EProPnPPack3DDetInputs')]
     ds = build_dataset(offset_root, pipe, test_mode=False, ann_file='nuscenes_infos_val.pkl', filter_empty_gt=False,
                        min_visibility=0, trunc_ignore_thres=1.0, min_box_size=0.0)
-    preds = []
+    preds, n_pose = [], 0
     for i in range(len(ds)):
         s = ds[i]['data_samples']
         g = s.gt_instances_3d
+        # the data path's camera→global (meta 'cam2global') is the camera-time one of the tables
+        sample = offset_nusc.get('sample', s.token)
+        cam_pose, key_pose = _cam_and_keyframe_poses(offset_nusc, sample, s.cam_name)
+        np.testing.assert_allclose(np.asarray(s.cam2global), cam_pose, atol=1e-6)
+        assert np.abs(cam_pose[:3, 3] - key_pose[:3, 3]).max() > 0.3
+        n_pose += 1
         p = InstanceData(bboxes_3d=model_to_cam_boxes(g.bboxes_3d, g.velocities),
                          scores_3d=torch.linspace(1.0, 0.5, len(g.labels_3d)), labels_3d=g.labels_3d,
                          attr_labels=g.attr_labels)
         preds.append(dict(pred_instances_3d=p, sample_idx=s.sample_idx))
+    assert n_pose == len(ds) >= 12
     metric = METRICS.build(dict(type='EProPnPNuScenesMetric', data_root=offset_root, jsonfile_prefix=str(tmp_path),
                                 ann_file=osp.join(offset_root, 'nuscenes_infos_val.pkl')))
     metric.dataset_meta = ds.metainfo
