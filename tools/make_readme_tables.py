@@ -127,6 +127,17 @@ def table_demo_speed() -> str:
     return md_table(['device', 'batch', 'model img/s', 'demo img/s', 'demo ms/img'], rows)
 
 
+def table_pitch_roll() -> str:
+    def sign(v):
+        return ('+' if v > 0 else '−' if v < 0 else '') + f'{abs(v):g}°'
+
+    rows = [[f'{sign(r["pitch_deg"])}, {sign(r["roll_deg"])}'] +
+            [f'{r[k]["recall_ratio"]:.2f} / {r[k]["centre_ratio"]:.2f}' for k in ('rectified', 'replicate', 'raw')]
+            for r in load('pitch_roll_accuracy_cpu_2026-12-04.json')['rows']]
+    return md_table(['camera (pitch, roll)', 'rectified recall / centre', 'replicate recall / centre',
+                     'raw recall / centre'], rows)
+
+
 #: table name -> renderer (each reads its docs/results/*.json)
 TABLES: Dict[str, Callable[[], str]] = {
     'synthetic-results': table_synthetic_summary,
@@ -137,6 +148,7 @@ TABLES: Dict[str, Callable[[], str]] = {
     'step-overhead-cuda': table_step_overhead_cuda,
     'step-overhead-cpu': table_step_overhead_cpu,
     'demo-speed': table_demo_speed,
+    'pitch-roll': table_pitch_roll,
 }
 
 
