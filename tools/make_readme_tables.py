@@ -127,13 +127,30 @@ def table_demo_speed() -> str:
     return md_table(['device', 'batch', 'model img/s', 'demo img/s', 'demo ms/img'], rows)
 
 
+def pitch_roll_rows(data: dict) -> List[dict]:
+    """Rows per tilted camera ``{pitch_deg, roll_deg, rectified|replicate|raw: {recall_ratio, centre_ratio}}``,
+    from either layout: as carried by hand, or as ``pitch_roll_accuracy.py --json`` writes it (one row per camera
+    and path)."""
+    rows = data['rows']
+    if not rows or 'path' not in rows[0]:
+        return rows
+    names = {'rectified': 'rectified', 'rectified, replicated border': 'replicate', 'raw': 'raw'}
+    out: Dict[tuple, dict] = {}
+    for r in rows:
+        if r['path'] in names:
+            key = (r['pitch'], r['roll'])
+            out.setdefault(key, dict(pitch_deg=r['pitch'], roll_deg=r['roll']))[names[r['path']]] = dict(
+                recall_ratio=r['recall_ratio'], centre_ratio=r['centre_ratio'])
+    return list(out.values())
+
+
 def table_pitch_roll() -> str:
     def sign(v):
         return ('+' if v > 0 else '−' if v < 0 else '') + f'{abs(v):g}°'
 
     rows = [[f'{sign(r["pitch_deg"])}, {sign(r["roll_deg"])}'] +
             [f'{r[k]["recall_ratio"]:.2f} / {r[k]["centre_ratio"]:.2f}' for k in ('rectified', 'replicate', 'raw')]
-            for r in load('pitch_roll_accuracy_cpu_2026-12-04.json')['rows']]
+            for r in pitch_roll_rows(load('pitch_roll_accuracy_cpu_2026-12-04.json'))]
     return md_table(['camera (pitch, roll)', 'rectified recall / centre', 'replicate recall / centre',
                      'raw recall / centre'], rows)
 

@@ -70,3 +70,18 @@ def test_every_results_file_is_described_and_valid_json():
             # when it was measured: a field, or the file name (files written by the scripts carry meta.date)
             assert data.get('date') or data.get('dates') or data.get('meta', {}).get('date') or \
                 re.search(r'_\d{4}-\d{2}(-\d{2})?\.json$', name), name
+
+
+def test_pitch_roll_rows_from_the_benchmark_json():
+    """``pitch_roll_accuracy.py --json`` writes one row per camera and path; the table takes the same figures."""
+    tool = _tool()
+    hand = json.load(open(os.path.join(REPO, 'docs', 'results', 'pitch_roll_accuracy_cpu_2026-12-04.json')))
+    script_rows = [dict(camera='level', pitch=0.0, roll=0.0, path='level', recall_ratio=1.0, centre_ratio=1.0)]
+    paths = {'rectified': 'rectified', 'replicate': 'rectified, replicated border', 'raw': 'raw'}
+    for r in hand['rows']:
+        for k, path in paths.items():
+            script_rows.append(dict(camera='x', pitch=r['pitch_deg'], roll=r['roll_deg'], path=path, **r[k]))
+        script_rows.append(dict(camera='x', pitch=r['pitch_deg'], roll=r['roll_deg'], path='raw, tilt ignored',
+                                recall_ratio=0.0, centre_ratio=9.0))
+    got = tool.pitch_roll_rows(dict(rows=script_rows))
+    assert got == [{k: r[k] for k in ('pitch_deg', 'roll_deg', 'rectified', 'replicate', 'raw')} for r in hand['rows']]
