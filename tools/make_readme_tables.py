@@ -104,11 +104,25 @@ def table_pnp_graphs_vs_eager_cuda() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ train steps
+def step_rows(data: dict) -> List[dict]:
+    """Rows ``{config, batch, precision, aten_ops, host_syncs, step_ms, ref_*}`` from either layout: as carried by
+    hand, or as ``step_overhead.py --json`` writes it (``ops_fwd_bwd``, ``syncs``, ``step_s``, ``amp`` and a
+    parallel ``ref`` list from ``--ref-tree``)."""
+    rows = data['rows']
+    if not rows or 'step_ms' in rows[0]:
+        return rows
+    ref = data.get('ref') or [None] * len(rows)
+    return [dict(config=f'`{r["config"]}`', batch=r['batch'], precision=r['amp'], aten_ops=r['ops_fwd_bwd'],
+                 host_syncs=r['syncs'], step_ms=r['step_s'] * 1e3,
+                 ref_aten_ops=q and q['ops_fwd_bwd'], ref_syncs=q and q['syncs'],
+                 ref_step_ms=q and q['step_s'] * 1e3) for r, q in zip(rows, ref)]
+
+
 def table_step_overhead_cuda() -> str:
     rows = [[r['config'], str(r['batch']), r['precision'], str(r['aten_ops']), str(r['host_syncs']),
              f'{r["step_ms"]:.1f}', _g(r['ref_aten_ops']), _g(r['ref_syncs']),
              '' if r['ref_step_ms'] is None else f'{r["ref_step_ms"]:.1f}']
-            for r in load('step_overhead_cuda_h200_2026-12-04.json')['rows']]
+            for r in step_rows(load('step_overhead_cuda_h200_2026-12-04.json'))]
     return md_table(['config', 'batch', 'precision', 'aten ops', 'host syncs', 'step ms (median)', 'ref aten ops',
                      'ref syncs', 'ref step ms'], rows)
 

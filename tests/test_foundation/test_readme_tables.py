@@ -85,3 +85,18 @@ def test_pitch_roll_rows_from_the_benchmark_json():
                                 recall_ratio=0.0, centre_ratio=9.0))
     got = tool.pitch_roll_rows(dict(rows=script_rows))
     assert got == [{k: r[k] for k in ('pitch_deg', 'roll_deg', 'rectified', 'replicate', 'raw')} for r in hand['rows']]
+
+
+def test_step_rows_from_the_benchmark_json():
+    """``step_overhead.py --json`` layout (seconds, ``ops_fwd_bwd``, a parallel ``ref`` list) → the table's rows."""
+    tool = _tool()
+    data = dict(rows=[dict(config='a.py', device='cuda', batch=2, amp='fp32', ops_fwd_bwd=5102, syncs=42,
+                           ops_optimizer=7, step_s=0.1713, sync_sites=[])],
+                ref=[dict(config='a.py', device='cuda', batch=2, amp='fp32', ops_fwd_bwd=13628, syncs=44,
+                          ops_optimizer=7, step_s=0.2258, sync_sites=[])])
+    (r,) = tool.step_rows(data)
+    assert (r['config'], r['precision'], r['aten_ops'], r['host_syncs'], r['ref_aten_ops'], r['ref_syncs']) == \
+        ('`a.py`', 'fp32', 5102, 42, 13628, 44)
+    assert abs(r['step_ms'] - 171.3) < 1e-9 and abs(r['ref_step_ms'] - 225.8) < 1e-9
+    hand = json.load(open(os.path.join(REPO, 'docs', 'results', 'step_overhead_cuda_h200_2026-12-04.json')))
+    assert tool.step_rows(hand) == hand['rows']
