@@ -88,7 +88,7 @@ def visibility_token(fraction: float) -> str:
     return '4'
 
 
-# Class size statistics from spec §3.7, order (l, h, w) metres: mean and standard deviation.
+# Class size statistics from docs/method.md §3.7, order (l, h, w) metres: mean and standard deviation.
 SIZE_MEAN_LHW = {
     'car': (4.62, 1.73, 1.96), 'truck': (6.94, 2.84, 2.52), 'trailer': (12.56, 3.89, 2.94),
     'bus': (11.22, 3.50, 2.95), 'construction_vehicle': (6.68, 3.21, 2.85), 'bicycle': (1.70, 1.29, 0.61),

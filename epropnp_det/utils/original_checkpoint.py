@@ -1,5 +1,6 @@
 """Renaming of original EPro-PnP-Det checkpoints (v1 / v1b: ``tjiiv-cprg/EPro-PnP`` ``EPro-PnP-Det``; v2:
-``tjiiv-cprg/EPro-PnP-v2`` ``EPro-PnP-Det_v2``) to this package's parameter names (spec §10.6, Appendix F).
+``tjiiv-cprg/EPro-PnP-v2`` ``EPro-PnP-Det_v2``) to this package's parameter names
+(docs/method.md §10.6, Appendix F).
 
 The original head is one ``DeformPnPHead`` module holding everything; ours splits it into ``fcos_head``,
 ``dense_branch``, ``sampler``, ``point_subnet``, ``object_branches``, ``roi_aux`` (auxiliary RoI branch with its

@@ -1,5 +1,6 @@
-"""``tools/draw_predictions.py`` with ``--orient-hist`` and ``--depth`` (spec §10.17) on the tiny generated dataset
-of ``tests/test_datasets/tiny_nuscenes.py`` and a randomly initialised CPU v2 model (r18, synthetic config)."""
+"""``tools/draw_predictions.py`` with ``--orient-hist`` and ``--depth`` (docs/method.md §10.17) on the tiny
+generated dataset of ``tests/test_datasets/tiny_nuscenes.py`` and a randomly initialised CPU v2 model (r18,
+synthetic config)."""
 import os
 import os.path as osp
 

@@ -1,4 +1,4 @@
-"""Benchmark of the EPro-PnP layer (issue 7): speed, peak memory and accuracy on detector-like problems.
+"""Benchmark of the EPro-PnP layer: speed, peak memory and accuracy on detector-like problems.
 
 Rows (N objects, n points, K Monte-Carlo samples):
 
