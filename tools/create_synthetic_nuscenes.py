@@ -26,6 +26,10 @@ def parse_args(argv=None):
     p.add_argument('--min-lidar-pts', type=int, default=1,
                    help='objects with fewer LiDAR returns are left out of that keyframe (0 keeps all within 55 m)')
     p.add_argument('--workers', type=int, default=2, help='worker processes (output does not depend on it)')
+    p.add_argument('--camera-time-offsets-us', type=int, nargs=6, default=None, metavar='US',
+                   help='capture time of each camera minus the keyframe time, microseconds, in the order '
+                        'CAM_FRONT, CAM_FRONT_RIGHT, CAM_FRONT_LEFT, CAM_BACK, CAM_BACK_LEFT, CAM_BACK_RIGHT '
+                        '(default: all 0, synchronous)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing generated dataset in --out-dir')
     return p.parse_args(argv)
 
@@ -35,6 +39,7 @@ def main(argv=None):
     cfg = GeneratorConfig(out_dir=args.out_dir, samples_per_scene=args.samples_per_scene, seed=args.seed,
                           image_size=tuple(args.image_size), num_scenes=args.scenes, workers=args.workers,
                           min_lidar_pts=args.min_lidar_pts,
+                          camera_time_offsets_us=tuple(args.camera_time_offsets_us or ()),
                           overwrite=args.overwrite)
     try:
         s = generate_dataset(cfg)
