@@ -28,6 +28,19 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(REPO, 'docs', 'results')
 #: Markdown files whose tables are generated (relative to the repository root)
 DOCS = ('README.md', osp.join('docs', 'gpu.md'), osp.join('docs', 'results', 'README.md'))
+#: table name -> the docs/results file it shows; a new measurement (``--json docs/results/NAME_DATE.json``) is shown
+#: by pointing its table here at the new file
+SOURCES: Dict[str, str] = {
+    'synthetic-results': 'synthetic_training_cpu_2026-11.json',
+    'synthetic-all-runs': 'synthetic_training_cpu_2026-11.json',
+    'pnp-vs-original-cuda': 'pnp_layer_vs_original_cuda_h200_2026-12-04.json',
+    'pnp-vs-original-cpu': 'pnp_layer_vs_original_cpu_2026-12-04.json',
+    'pnp-graphs-vs-eager-cuda': 'pnp_layer_graphs_vs_eager_cuda_h200_2026-12-04.json',
+    'step-overhead-cuda': 'step_overhead_cuda_h200_2026-12-04.json',
+    'step-overhead-cpu': 'step_overhead_cpu_2026-12-04.json',
+    'demo-speed': 'demo_speed_cpu_2026-12-04.json',
+    'pitch-roll': 'pitch_roll_accuracy_cpu_2026-12-04.json',
+}
 MARKER = re.compile(r'<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->', re.S)
 
 
@@ -47,7 +60,7 @@ def md_table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ training runs
-TRAINING = 'synthetic_training_cpu_2026-11.json'
+TRAINING = SOURCES['synthetic-results']
 METRICS = ('NDS', 'mAP', 'mATE', 'mASE', 'mAOE')
 
 
@@ -88,17 +101,17 @@ def _vs_original(name: str) -> str:
 
 
 def table_pnp_vs_original_cuda() -> str:
-    return _vs_original('pnp_layer_vs_original_cuda_h200_2026-12-04.json')
+    return _vs_original(SOURCES['pnp-vs-original-cuda'])
 
 
 def table_pnp_vs_original_cpu() -> str:
-    return _vs_original('pnp_layer_vs_original_cpu_2026-12-04.json')
+    return _vs_original(SOURCES['pnp-vs-original-cpu'])
 
 
 def table_pnp_graphs_vs_eager_cuda() -> str:
     rows = [[r['name'], _g(r['graphs_s']), _g(r['eager_s']), f'{r["graphs_over_eager"]:g}×', str(r['ops_graphs']),
              str(r['ops_eager']), f'{r["t_err_graphs_m"]:.3f} / {r["t_err_eager_m"]:.3f}']
-            for r in load('pnp_layer_graphs_vs_eager_cuda_h200_2026-12-04.json')['rows']]
+            for r in load(SOURCES['pnp-graphs-vs-eager-cuda'])['rows']]
     return md_table(['row', 'graphs s', 'eager s', 'graphs / eager', 'aten ops graphs', 'aten ops eager',
                      'accuracy (t err m, graphs / eager)'], rows)
 
@@ -122,14 +135,14 @@ def table_step_overhead_cuda() -> str:
     rows = [[r['config'], str(r['batch']), r['precision'], str(r['aten_ops']), str(r['host_syncs']),
              f'{r["step_ms"]:.1f}', _g(r['ref_aten_ops']), _g(r['ref_syncs']),
              '' if r['ref_step_ms'] is None else f'{r["ref_step_ms"]:.1f}']
-            for r in step_rows(load('step_overhead_cuda_h200_2026-12-04.json'))]
+            for r in step_rows(load(SOURCES['step-overhead-cuda']))]
     return md_table(['config', 'batch', 'precision', 'aten ops', 'host syncs', 'step ms (median)', 'ref aten ops',
                      'ref syncs', 'ref step ms'], rows)
 
 
 def table_step_overhead_cpu() -> str:
     rows = [[r['variant'], str(r['aten_ops']), str(r['syncs']), _g(r['step_ms'])]
-            for r in load('step_overhead_cpu_2026-12-04.json')['rows']]
+            for r in load(SOURCES['step-overhead-cpu'])['rows']]
     return md_table(['', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'step ms'], rows)
 
 
@@ -137,7 +150,7 @@ def table_step_overhead_cpu() -> str:
 def table_demo_speed() -> str:
     rows = [[r['device'].upper() if r['device'] == 'cpu' else r['device'], str(r['batch']),
              f'{r["model_img_s"]:.2f}', f'{r["demo_img_s"]:.2f}', f'{r["demo_ms_per_img"]:.0f}']
-            for r in load('demo_speed_cpu_2026-12-04.json')['rows']]
+            for r in load(SOURCES['demo-speed'])['rows']]
     return md_table(['device', 'batch', 'model img/s', 'demo img/s', 'demo ms/img'], rows)
 
 
@@ -164,7 +177,7 @@ def table_pitch_roll() -> str:
 
     rows = [[f'{sign(r["pitch_deg"])}, {sign(r["roll_deg"])}'] +
             [f'{r[k]["recall_ratio"]:.2f} / {r[k]["centre_ratio"]:.2f}' for k in ('rectified', 'replicate', 'raw')]
-            for r in pitch_roll_rows(load('pitch_roll_accuracy_cpu_2026-12-04.json'))]
+            for r in pitch_roll_rows(load(SOURCES['pitch-roll']))]
     return md_table(['camera (pitch, roll)', 'rectified recall / centre', 'replicate recall / centre',
                      'raw recall / centre'], rows)
 

@@ -29,7 +29,10 @@ def test_tables_are_up_to_date(doc):
 
 def test_readme_results_table_is_placed_and_carries_the_json():
     tool = _tool()
+    assert set(tool.SOURCES) == set(tool.TABLES)
+    assert all(os.path.isfile(os.path.join(REPO, 'docs', 'results', f)) for f in tool.SOURCES.values())
     placed = tool.placed_tables()
+    assert set(placed) == set(tool.TABLES), sorted(set(tool.TABLES) - set(placed))
     assert placed.get('synthetic-results') == 'README.md'
     for name in ('pnp-vs-original-cuda', 'pnp-graphs-vs-eager-cuda', 'step-overhead-cuda', 'pnp-vs-original-cpu',
                  'step-overhead-cpu'):
