@@ -104,7 +104,8 @@ def _displaced_objects(nusc):
 def test_images_are_taken_from_the_camera_time_pose(offset_root, offset_nusc):
     """Static objects (their annotation holds at any time) projected with the camera's ego pose land on their
     colour; with the keyframe's ego pose written into the camera records, the objects that this moves off their
-    own projected box (about half of the well-visible static ones here) do not."""
+    own projected box do not (measured: 51 of 52 well-visible static objects agree with the camera pose, 17 of them
+    are moved off their box by the keyframe pose, and 2 of those 17 still agree with it)."""
     import copy
 
     from tests.test_synthetic.test_dataset import colour_agreement
