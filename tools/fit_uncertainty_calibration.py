@@ -83,6 +83,8 @@ def main(argv=None):
     parser.add_argument('checkpoint', nargs='?')
     parser.add_argument('--results', help='train-split directory with results_nusc.json + sidecar')
     parser.add_argument('--method', default='coverage68', choices=['coverage68', 'ml'])
+    parser.add_argument('--train-ann-file', default=None,
+                        help='info file of (a subset of) the training samples under the data root (default: all)')
     parser.add_argument('--min-matches', type=int, default=20)
     parser.add_argument('--out-dir', default='work_dirs/uncertainty_report')
     parser.add_argument('--data-root', default='data/synthetic_nuscenes')
@@ -96,7 +98,8 @@ def main(argv=None):
     if args.results:
         results_dir = args.results
     elif args.config and args.checkpoint:
-        results_dir = run_inference(args.config, args.checkpoint, args.out_dir, 'train', 0, args.cfg_options)
+        results_dir = run_inference(args.config, args.checkpoint, args.out_dir, 'train', 0, args.cfg_options,
+                                    args.train_ann_file)
     else:
         parser.error('give CONFIG CHECKPOINT or --results DIR')
     classes = list(NUSCENES_CLASSES)  # the head's label order (mmdet3d's nuScenes order), unless the config says

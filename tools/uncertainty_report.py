@@ -57,8 +57,9 @@ def wrap(a, period):
 
 
 # ------------------------------------------------------------------------------------------------ inference
-def run_inference(config, checkpoint, out_dir, split='val', mc_samples=64, cfg_options=()):
-    """``tools/test.py`` on ``split`` (val: evaluated; train: format-only) → the directory with results + sidecar."""
+def run_inference(config, checkpoint, out_dir, split='val', mc_samples=64, cfg_options=(), ann_file=None):
+    """``tools/test.py`` on ``split`` (val: evaluated; train: format-only) → the directory with results + sidecar.
+    ``ann_file``: another info file of the split under the data root (e.g. a subset of the training samples)."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     root = cfg.test_evaluator.data_root.rstrip('/') + '/'
@@ -66,8 +67,9 @@ def run_inference(config, checkpoint, out_dir, split='val', mc_samples=64, cfg_o
     opts = [f'test_evaluator.jsonfile_prefix={prefix}', f'model.test_cfg.mc_samples={mc_samples}',
             'model.test_cfg.mc_seed=0']
     if split == 'train':
-        opts += ['test_dataloader.dataset.ann_file=nuscenes_infos_train.pkl',
-                 f'test_evaluator.ann_file={root}nuscenes_infos_train.pkl', 'test_evaluator.format_only=True']
+        ann = ann_file or 'nuscenes_infos_train.pkl'
+        opts += [f'test_dataloader.dataset.ann_file={ann}', f'test_evaluator.ann_file={root}{ann}',
+                 'test_evaluator.format_only=True']
     cmd = [sys.executable, osp.join(osp.dirname(__file__), 'test.py'), config, checkpoint,
            '--work-dir', osp.join(out_dir, f'test_{split}'), '--cfg-options', *opts, *cfg_options]
     print('[uncertainty_report]', ' '.join(cmd), flush=True)
