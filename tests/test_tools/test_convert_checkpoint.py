@@ -7,10 +7,11 @@ covered.
 
 Values: :func:`test_converted_values_compute_what_the_original_computes` fills the original layout with random
 values and runs the original's forward arithmetic on them, written in this file from the original code
-(``DeformPnPHead.forward_points`` / ``forward_subheads``, ``GroupLinear.forward``, ``FCOSEmbHead.forward_single``,
-the v2 depth branch, mmcv's ``BaseTransformerLayer`` with ``MultiheadAttention`` and ``FFN``); our modules loaded
-with the converted dict must give the same outputs. A transposed GroupLinear, a point-/head-major mix-up, a
-reordered class-specific offset or dimension layout, or a swapped code/logit order of the depth modes would fail.
+(``DeformableAttentionSampler.forward``, ``DeformPnPHead.forward_points`` / ``forward_subheads``,
+``GroupLinear.forward``, ``FCOSEmbHead.forward_single``, the v2 depth branch, mmcv's ``BaseTransformerLayer`` with
+``MultiheadAttention`` and ``FFN``); our modules loaded with the converted dict must give the same outputs. A
+transposed GroupLinear, a point-/head-major mix-up (sampling offsets, correspondences), a reordered class-specific
+offset or dimension layout, or a swapped code/logit order of the depth modes would fail.
 """
 import os
 import re
@@ -201,6 +202,38 @@ def _orig_subheads(sd, version, feat, labels, flip, num_classes):
     return scale, score, dim_enc, velo, _orig_linear(sd, 'attr_branch', h)
 
 
+def _orig_sampler(sd, emb, pos, ref, strides, img_inds, key, value, Hh, P, stride):
+    """The original ``DeformableAttentionSampler.forward`` (query from ``query_proj(query_scale·emb + pos)`` as in
+    ``forward_subheads``) with every sample valid: object feature (N, C), value samples (N, Hh, d, P), attention
+    (N, Hh, 1, P)."""
+    N, E = emb.shape
+    d = E // Hh
+    B, _, h, w = key.shape
+    query = _orig_linear(sd, 'query_proj', sd['query_scale.scale'] * emb + pos).reshape(N, Hh, 1, d)
+    offsets = _orig_linear(sd, 'attention_sampler.sampling_offsets', emb).reshape(N, Hh, P, 2)
+    loc = ref[:, None, None] + offsets * strides[:, None, None, None]
+    hw_img = key.new_tensor([h, w]) * stride
+    grid = (loc * (2 / hw_img[[1, 0]]) - 1).transpose(1, 0).reshape(Hh, N, P, 1, 2)
+    z = ((img_inds.to(key.dtype) + 0.5) * (2 / B) - 1.0)[None, :, None, None, None].expand(Hh, -1, P, 1, 1)
+    grid = torch.cat((grid, z), dim=-1)
+
+    def sample(m):
+        return torch.nn.functional.grid_sample(m.reshape(B, Hh, d, h, w).permute(1, 2, 0, 3, 4), grid,
+                                               mode='bilinear', padding_mode='border',
+                                               align_corners=False).squeeze(-1).permute(2, 0, 1, 3)
+
+    k, v = sample(key), sample(value)
+    a = (query @ k / d ** 0.5).softmax(dim=-1)
+    out = (v @ a.reshape(N, Hh, P, 1)).reshape(N, E)
+    out = _orig_linear(sd, 'attention_sampler.out_proj', out) + emb
+    ln = torch.nn.functional.layer_norm
+    out = ln(out, (E,), sd['attention_sampler.layer_norms.0.weight'], sd['attention_sampler.layer_norms.0.bias'])
+    ffn = _orig_linear(sd, 'attention_sampler.ffn.layers.1',
+                       torch.relu(_orig_linear(sd, 'attention_sampler.ffn.layers.0.0', out)))
+    out = ln(out + ffn, (E,), sd['attention_sampler.layer_norms.1.weight'], sd['attention_sampler.layer_norms.1.bias'])
+    return out, v, a, loc
+
+
 @pytest.mark.parametrize('cfg_name,version', [('epropnp_det_r101_v1b.py', 'v1'), ('epropnp_det_r101_v2.py', 'v2')])
 def test_converted_values_compute_what_the_original_computes(cfg_name, version):
     cfg, model = _our_head(cfg_name)
@@ -222,6 +255,29 @@ def test_converted_values_compute_what_the_original_computes(cfg_name, version):
     flip = torch.tensor([False, True, False, True])
     labels = torch.tensor([0, 3, C - 1, 7])
     with torch.no_grad():
+        # deformable attention sampler: query, per-head sampling offsets (N, Hh, P, 2), attention, FFN
+        sampler = head.sampler
+        B, h, w, s = 2, 48, 64, float(sampler.stride)
+        key = torch.randn(B, E, h, w, generator=gen, dtype=torch.float64)
+        value = torch.randn(B, E, h, w, generator=gen, dtype=torch.float64)
+        emb = torch.randn(N, E, generator=gen, dtype=torch.float64) * 0.05  # offsets stay a few pixels
+        pos = torch.randn(N, E, generator=gen, dtype=torch.float64)
+        ref = torch.tensor([[130.0, 95.0], [121.0, 90.0], [135.0, 99.0], [125.0, 93.0]], dtype=torch.float64)
+        strides = torch.tensor([8.0, 8.0, 16.0, 8.0], dtype=torch.float64)
+        inds = torch.tensor([0, 1, 1, 0])
+        img_wh = torch.tensor([[w * s, h * s]] * B, dtype=torch.float64)
+        kw = dict(img_transforms=torch.eye(3, dtype=torch.float64).expand(B, 3, 3)) \
+            if sampler.x2d_mode == 'homography' else \
+            dict(dense_x2d=torch.zeros(B, 2, h, w, dtype=torch.float64), dense_mask=torch.ones(B, 1, h, w,
+                                                                                              dtype=torch.float64))
+        so = sampler(emb, pos, ref, strides, inds, key, value, img_wh, **kw)
+        out, v_ref, a_ref, loc_ref = _orig_sampler(sd, emb, pos, ref, strides, inds, key, value, Hh,
+                                                   head_cfg.num_points, s)
+        assert (so.mask == 1).all()  # all samples inside: the original's mask is 1 there too
+        torch.testing.assert_close(so.loc, loc_ref, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(so.values, v_ref, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(so.attn, a_ref, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(so[0], out, rtol=1e-9, atol=1e-9)
         # point subnet: transformer layer, point-major regrouping, GroupLinear, flip corrections, softmax
         values = torch.randn(N, Hh, d, P, generator=gen, dtype=torch.float64)
         x2d = torch.rand(N, Hh, 2, P, generator=gen, dtype=torch.float64) * 400
