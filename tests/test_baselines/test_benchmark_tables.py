@@ -136,3 +136,27 @@ def test_train_step_breakdown_table_nests_head_stages_and_sums():
     assert labels[3:5] == ['FCOS forward', 'MC pose loss (solve + AMIS)']
     assert labels[-1] == 'train step' and rows[-1][1:] == ['1860.0', '100.0']
     assert rows[labels.index('backward') + 1][2] == f'{100 * 0.9 / 1.86:.1f}'
+
+
+def test_write_json_records_meta_and_rows(tmp_path):
+    path = tmp_path / 'sub' / 'r.json'
+    _bench_common.write_json(str(path), [dict(a=1)], ['--x', '2'], settings=dict(k=3))
+    data = json.loads(path.read_text())
+    assert data['rows'] == [dict(a=1)] and data['settings'] == dict(k=3)
+    meta = data['meta']
+    assert meta['command'].endswith('--x 2') and meta['cpus'] >= 1 and len(meta['date']) == 10
+    assert set(meta) >= {'date', 'time_utc', 'host', 'torch', 'commit', 'cuda_device'}
+    _bench_common.write_json(None, [dict(a=1)])  # no path: nothing written, no error
+
+
+def test_every_benchmark_has_the_json_option():
+    """Every script under tools/benchmarks offers ``--json PATH`` (results for docs/results/)."""
+    import subprocess
+    scripts = sorted(f for f in os.listdir(osp.join(REPO, 'tools', 'benchmarks'))
+                     if f.endswith('.py') and not f.startswith('_'))
+    assert len(scripts) >= 9
+    for f in scripts:
+        out = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'benchmarks', f), '--help'],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert out.returncode == 0, (f, out.stderr[-1000:])
+        assert '--json' in out.stdout, f
