@@ -179,6 +179,38 @@ def test_velocities_and_attributes(nusc, gt_by_token):
     assert n_moving >= 10 and np.median(errs) < 0.01
 
 
+def test_unoccluded_objects_are_fully_visible(nusc):
+    """Visibility against the images' geometry: an object whose projected box (from the tables) overlaps no other
+    object's projected box in any camera cannot be occluded, so its visibility token is '4' (visible pixels /
+    unoccluded in-image pixels = 1); an object in no camera image is '1'."""
+    from nuscenes.utils.geometry_utils import BoxVisibility, view_points
+    clear, seen = {}, set()
+    for sample in nusc.sample:
+        for ch in CAMERAS:
+            _, boxes, K = nusc.get_sample_data(sample['data'][ch], box_vis_level=BoxVisibility.ANY)
+            rects = []
+            for box in boxes:
+                corners = box.corners()
+                if (corners[2] < 0.2).any():  # partly behind the camera: no simple rectangle
+                    rects.append(None)
+                    continue
+                uv = view_points(corners, K, normalize=True)[:2]
+                rects.append((uv[0].min(), uv[0].max(), uv[1].min(), uv[1].max()))
+            for i, (box, r) in enumerate(zip(boxes, rects)):
+                seen.add(box.token)
+                alone = r is not None and all(
+                    o is None and np.linalg.norm(b.center) > np.linalg.norm(box.center) + 5 or
+                    o is not None and (o[1] < r[0] - 1 or o[0] > r[1] + 1 or o[3] < r[2] - 1 or o[2] > r[3] + 1)
+                    for j, (b, o) in enumerate(zip(boxes, rects)) if j != i)
+                clear[box.token] = clear.get(box.token, True) and alone
+    checked = [t for t, ok in clear.items() if ok]
+    assert len(checked) >= 50, len(checked)
+    tokens = [nusc.get('sample_annotation', t)['visibility_token'] for t in checked]
+    assert tokens.count('4') == len(tokens), {v: tokens.count(v) for v in '1234'}
+    unseen = [a for a in nusc.sample_annotation if a['token'] not in seen]
+    assert all(a['visibility_token'] == '1' for a in unseen)
+
+
 def test_visibility_levels(nusc, gt_by_token):
     tokens = []
     for ann in nusc.sample_annotation:
