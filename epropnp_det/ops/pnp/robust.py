@@ -26,10 +26,12 @@ the in-place branch of ``cost_prepared`` and ``normal_equations_planes``: the so
 (``_projection_terms`` / ``_planar_grads`` for the compiled kernels, ``_chunk_forward`` and the eager backward of
 ``_SampledCost``: the Monte-Carlo samples). The projection itself is written in :func:`.camera.project_planar`,
 ``kernels._coefficients`` (folded ``[K·R | K·t]`` rows with derivatives) and ``sampled_cost._pose_affine``.
-They are kept equal by ``tests/test_ops/test_pnp_cost.py`` (``evaluate_pnp`` vs the formula, ``pnp_cost`` vs
-``evaluate_pnp``, normal equations vs explicit Jacobians, for both costs), ``tests/test_ops/test_pnp_amis.py``
-(``sampled_pnp_cost`` eager and compiled vs ``pnp_cost``, values and gradients) and
-``tests/test_ops/test_pnp_robust.py`` (every copy against :func:`rho` for both costs).
+They are kept equal by ``tests/test_ops/test_pnp_cost.py`` (Huber: ``evaluate_pnp`` vs the formula, ``pnp_cost``
+vs ``evaluate_pnp``, normal equations vs explicit Jacobians), ``tests/test_ops/test_pnp_amis.py`` (Huber:
+``sampled_pnp_cost`` eager and compiled vs ``pnp_cost``, values and gradients), ``tests/test_ops/test_pnp_robust.py``
+(Cauchy: ``evaluate_pnp``, both branches of ``pnp_cost``, ``normal_equations`` and the eager ``sampled_pnp_cost``
+vs the closed form; normal equations vs explicit Jacobians) and ``tests/test_ops/test_pnp_compile.py`` (the planar
+kernels vs the eager chunks, values and gradients, for both costs; the compiled path vs eager).
 
 Shapes: element-wise; ``s`` and ``delta`` broadcast (``delta`` is usually ``(*, N, 1)`` against ``s (*, N, n)``).
 """

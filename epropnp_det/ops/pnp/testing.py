@@ -1,4 +1,4 @@
-"""Synthetic PnP problems like the detector's (issue 7 benchmark recipe), for tests and benchmarks.
+"""Synthetic PnP problems like the detector's (the recipe of `tools/benchmarks/pnp_layer.py`), for tests and benchmarks.
 
 Objects: ``n`` points uniform in a (4, 1.6, 1.9) m box (object frame, centred) scaled by U(0.75, 1.25) per object;
 pose x ∈ [−15, 15], y ∈ [0.5, 2], z ∈ [5, 60] m, yaw ∈ [−π, π], with the x/y ranges narrowed per object so that
