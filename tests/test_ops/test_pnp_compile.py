@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from epropnp_det.ops.pnp.sampled_cost import _pose_affine, _SampledCost, _planar_cost, _planar_grads, _planar_prep
+from epropnp_det.ops.pnp.sampled_cost import _planar_cost, _planar_grads, _planar_prep, _pose_affine, _SampledCost
 from epropnp_det.ops.pnp.testing import make_problems
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -16,9 +16,9 @@ identity-fitting demo (a batch of 256 poses × 64 points × 512 samples).
 import argparse
 import json
 import os
+import os.path as osp
 import subprocess
 import sys
-import os.path as osp
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import REPO, add_json_option, format_table, write_json  # noqa: E402

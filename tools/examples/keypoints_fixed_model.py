@@ -8,7 +8,8 @@ a network predicts where each one appears in the image, plus a weight per keypoi
 
 * data: 48×48 synthetic images of one object under random 6-DoF poses (1.5–2.5 m ahead, any rotation); channel
   ``k`` shows keypoint ``k`` as a Gaussian blob at its projection, and with probability 0.3 also a dimmer
-  distractor blob elsewhere (which pulls a soft-argmax off: an outlier the network must learn to suppress) — the images stand in for a real backbone's input;
+  distractor blob elsewhere (which pulls a soft-argmax off: an outlier the network must learn to suppress); the
+  images stand in for a real backbone's input;
 * network: a small CNN with one heatmap per keypoint; ``x2d`` = soft-argmax of each heatmap in pixels
   (continuous coordinates: pixel ``(i, j)`` covers ``[j, j+1) × [i, i+1)``), ``w2d`` = a learned global scale
   divided by the heatmap's spread per axis (its standard deviation + 1 px), so an uncertain keypoint weighs less;

@@ -23,7 +23,7 @@ Mechanics (:func:`run`):
 * If capture fails (an op that cannot be captured, an old torch), a warning is issued once and the stage runs
   eagerly for the rest of the process. ``EPROPNP_DISABLE_CUDA_GRAPHS=1`` turns graphs off.
 
-Used only for CUDA tensors with ``backend='default'`` or ``'auto'`` (see :func:`enabled`); the CPU never takes this path.
+Used only for CUDA tensors with ``backend='default'`` or ``'auto'`` (:func:`enabled`); the CPU never takes this path.
 """
 import os
 import threading

@@ -7,7 +7,8 @@ Per point ``i``: residual ``r_i = (x2d_proj_i − x2d_i) ⊙ w2d_i`` (2-vector, 
     cost(pose) = Σ_i ρ/2(s_i)    (per object; the pose density is p(y | X) ∝ exp(−cost(y)))
 
 With ``robust='cauchy'`` ``ρ/2`` is replaced by the Cauchy cost (:mod:`.robust`, which also lists where
-else this arithmetic is written). IRLS rescaling (square root of the Huber weight) ``ρ̃_i = min(sqrt(δ / s_i), 1)`` (δ, s floored at 1e-10):
+else this arithmetic is written). IRLS rescaling (square root of the Huber weight)
+``ρ̃_i = min(sqrt(δ / s_i), 1)`` (δ, s floored at 1e-10):
 ``r̃_i = r_i ρ̃_i`` and ``J̃_i = J_i ⊙ (w2d_i ρ̃_i)``, so that ``0.5 ‖r̃‖² = cost`` in the quadratic zone and
 ``J̃ᵀr̃`` is the exact cost gradient everywhere. Autograd differentiates through ``ρ̃`` (zero where it is clamped
 to 1), as the reference's differentiable branch does.

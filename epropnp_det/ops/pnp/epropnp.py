@@ -37,8 +37,8 @@ from ._amp import fp32
 from .cost import adaptive_huber_delta
 from .distributions import AngularCentralGaussian, MultivariateStudentT, VonMisesUniformMix, cholesky_with_fallback
 from .normalize import pnp_denormalize, pnp_denormalize_cov, pnp_normalize
-from .rotation import quaternion_tangent_matrix
 from .robust import check_robust
+from .rotation import quaternion_tangent_matrix
 from .sampled_cost import _flush_tiny, _sampled_cost, sampled_pnp_cost  # noqa: F401  (re-exported, old home)
 from .solver import compute_pose_plus, default_chunk_elems, solve_pnp
 from .types import CameraParams, PnPSolution

@@ -90,8 +90,8 @@ def _planar_grads(A, x3dT, x2dT, w2dT, dlt, lb, ub, g, z_min: float, robust: str
 
     Layout: A (N, 12, s) coefficient planes with the samples LAST (so the sum over samples is an innermost-dim
     reduction that inductor vectorises), x3dT (N, 3, n), x2dT / w2dT (N, 2, n), g (N, s) upstream gradient.
-    Per (sample, point): ψ = ω(s)·r·g (dρ/dr; Huber ω = min(1, δ/s)), dρ/dh_uv = ψ·w/z on the unclamped side of the image-border
-    clamp, dρ/dh_z = −(dρ/dh_u·u + dρ/dh_v·v) where z is not clamped, dρ/dx3d = (K·R)ᵀ dρ/dh.
+    Per (sample, point): ψ = ω(s)·r·g (dρ/dr; Huber ω = min(1, δ/s)), dρ/dh_uv = ψ·w/z on the unclamped side of
+    the image-border clamp, dρ/dh_z = −(dρ/dh_u·u + dρ/dh_v·v) where z is not clamped, dρ/dx3d = (K·R)ᵀ dρ/dh.
 
     Returns: R (N, 5, n) = Σ_s [ψ_u e_u, ψ_v e_v, ψ_u, ψ_v, ∂ρ/∂δ·g] and gx3d (N, 3, n).
     """
