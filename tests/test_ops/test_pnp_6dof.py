@@ -120,6 +120,20 @@ def test_training_solution_option_and_pose_plus_of_the_monte_carlo_forward(dof):
     assert mc0.pose_plus is None
 
 
+def test_6dof_sampled_cost_backward_gradcheck():
+    """The hand-written backward of the fused sampled cost for quaternion poses vs finite differences."""
+    from epropnp_det.ops.pnp import sampled_pnp_cost
+    p, pose = _problem6(N=2, n=6)
+    g = torch.Generator().manual_seed(9)
+    poses = torch.cat([pose[None, :, :3] + 0.2 * torch.randn(4, 2, 3, generator=g, dtype=D64),
+                       torch.nn.functional.normalize(pose[None, :, 3:] + 0.1 * torch.randn(4, 2, 4, generator=g,
+                                                                                          dtype=D64), dim=-1)], -1)
+    x3d, x2d, w2d = (p[k].clone().requires_grad_() for k in ('x3d', 'x2d', 'w2d'))
+    delta = torch.full((2,), 0.02, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c, d: sampled_pnp_cost(a, b, c, poses, p['camera'], d, backend='eager'), (x3d, x2d, w2d, delta))
+
+
 def test_mismatched_pose_widths_are_refused():
     p = make_problems(3, 8, dtype=D64, generator=torch.Generator().manual_seed(5), dof=6)
     delta = adaptive_huber_delta(p['x2d'], p['w2d'])

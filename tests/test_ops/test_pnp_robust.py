@@ -81,8 +81,9 @@ def test_every_cost_copy_equals_the_formula(dof):
     assert (ref <= huber + 1e-12).all() and (huber - ref).abs().max() > 1e-3
 
 
-def test_cost_gradients_by_finite_differences():
-    p, poses, delta = _problem(n=6, N=2)
+@pytest.mark.parametrize('dof', [4, 6])
+def test_cost_gradients_by_finite_differences(dof):
+    p, poses, delta = _problem(dof, n=6, N=2)
     x3d, x2d, w2d = (p[k].clone().requires_grad_() for k in ('x3d', 'x2d', 'w2d'))
     d = delta.clone().requires_grad_()
     cam = p['camera']
