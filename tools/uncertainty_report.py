@@ -259,10 +259,12 @@ def format_table(rep: dict, kind: str = 'laplace') -> str:
             continue
         k = s[kind]
         cells = [name, str(s['num_matched'])]
-        cells += [f"{100 * k[c]['coverage'][str(p)]:.0f}" if not math.isnan(k[c]['coverage'][str(p)]) else '–'
-                  for c in COMPONENTS for p in LEVELS]
-        cells += [f"{k[c]['spearman_std_abs_err']:.2f}" if not math.isnan(k[c]['spearman_std_abs_err']) else '–'
-                  for c in COMPONENTS]
+        nan = dict(coverage={str(p): float('nan') for p in LEVELS}, spearman_std_abs_err=float('nan'))
+        comp = {c: k.get(c, nan) for c in COMPONENTS}  # e.g. no yaw for traffic cones
+        cells += [f"{100 * comp[c]['coverage'][str(p)]:.0f}" if not math.isnan(comp[c]['coverage'][str(p)])
+                  else '–' for c in COMPONENTS for p in LEVELS]
+        cells += [f"{comp[c]['spearman_std_abs_err']:.2f}" if not math.isnan(comp[c]['spearman_std_abs_err'])
+                  else '–' for c in COMPONENTS]
         cells.append(f"{k['nll_pose']['median']:.2f}" if 'nll_pose' in k else '–')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
