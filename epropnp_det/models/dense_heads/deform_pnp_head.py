@@ -36,33 +36,27 @@ _MOVED_TO_POSE_STAGE = ('pnp.', 'loss_pose.', 'log_rel_delta')
 
 @MODELS.register_module()
 class EProPnPDeformPnPHead(BaseModule):
-    """Monocular 3D detection head of EPro-PnP-Det.
+    """Monocular 3D detection head of EPro-PnP-Det (layout and options: docs/architecture.md).
 
     Args:
         num_classes, in_channels, strides: classes, FPN channels and strides of *all* FPN outputs.
-        output_stride: stride ``s`` of the key / value maps.
+        output_stride: stride ``s`` of the key / value maps; embed_dims, num_heads, num_points: sampler sizes.
         dense_lvl_range / det_lvl_range: ``[start, end)`` FPN level ranges of the dense branch / the FCOS head.
-        embed_dims, num_heads, num_points: sampler sizes (C, Hh, P).
         pixel_convention: 'v1' or 'v2' meaning of K-projections (:mod:`epropnp_det.ops.pixels`).
         use_cls_emb: add a learned per-class embedding (zero init) to the query embedding.
-        fcos_head, dense_branch, sampler, point_subnet, object_branches: sub-module configs (the shared sizes
-            above are filled in).
-        center_target, object_sampler: ``TASK_UTILS`` configs.
+        fcos_head, dense_branch, sampler, point_subnet, object_branches, center_target, object_sampler,
+            depth_branch (None: off), roi_aux_branch: sub-module configs (shared sizes filled in).
         pnp, loss_pose, loss_score, loss_reg_pos, loss_reg_orient, learnable_rel_delta, detach_pose_x2d,
-            detach_reg_inputs: arguments of the pose stage (:class:`EProPnPPoseStage`), kept here so that configs
-            read as before; ``pose_stage`` overrides any of them.
+            detach_reg_inputs: arguments of :class:`EProPnPPoseStage` (``pose_stage`` overrides any of them).
         loss_dim, loss_velo, loss_attr: mmdet loss configs (None disables velocity / attributes).
-        loss_proj, loss_regr, roi_shape, roi_aux_branch: auxiliary losses on gt RoIs
-            (:class:`~epropnp_det.models.layers.EProPnPRoIAuxBranch`, built only when one loss is set).
-        depth_branch: config of the v2 dense depth branch (None disables it).
+        loss_proj, loss_regr, roi_shape: auxiliary losses on gt RoIs (the RoI branch exists only with one of them).
         train_cfg: ``num_obj_samples_per_img``, ``roi_shape``, ``share_reg_solve`` (pose stage option).
         test_cfg: ``score_thr, max_per_img, nms_iou2d, nms_ioubev_thr, pnp_num_iter, pnp_fast_mode, min_bbox_size,
             cls_attrs`` (allowed attributes per class), ``mc_scoring_ratio`` / ``mc_scoring_samples`` (Monte-Carlo
-            score blend), ``mc_samples`` (K > 0: ``pose_samples`` (n, K, 4) and ``pose_sample_weights`` (n, K) per
-            box), ``mc_seed``, ``pred_depth`` (v2 depth map in the metainfo), ``pose_cov_scale`` (None or one
-            sequence of 4 std factors per class, :func:`~epropnp_det.models.utils.uncertainty.scale_pose_cov`),
-            ``score_uncertainty`` (None or the dict of
-            :func:`~epropnp_det.models.utils.uncertainty.fold_uncertainty_into_score`).
+            score blend), ``mc_samples`` (K > 0: ``pose_samples`` (n, K, 4), ``pose_sample_weights`` (n, K) per
+            box), ``mc_seed``, ``pred_depth`` (v2 depth map in the metainfo), ``pose_cov_scale`` (None or per class
+            4 std factors, :func:`~epropnp_det.models.utils.uncertainty.scale_pose_cov`), ``score_uncertainty``
+            (None or the dict of :func:`~epropnp_det.models.utils.uncertainty.fold_uncertainty_into_score`).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 256,
