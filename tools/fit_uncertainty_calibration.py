@@ -66,9 +66,10 @@ def fit_calibration(records, classes, method='coverage68', min_matches=20):
 
 
 def write_config(path, base_config, scales, classes, meta):
-    rows = ',\n'.join(f'        ({", ".join(f"{v:.4f}" for v in row)}),  # {c}' for row, c in zip(scales, classes))
+    rows = '\n'.join(f'        ({", ".join(f"{v:.4f}" for v in row)}),  # {c}' for row, c in zip(scales, classes))
     rel = osp.relpath(osp.abspath(base_config), osp.dirname(osp.abspath(path)))
-    text = (f'# Post-hoc calibration of the pose covariance (tools/fit_uncertainty_calibration.py, {meta}).\n'
+    text = ('# Post-hoc calibration of the pose covariance (tools/fit_uncertainty_calibration.py):\n'
+            f'# {meta}.\n'
             '# Per class (config class order): scale factors of the std of [x, y, z, yaw] (camera frame); the head\n'
             '# scales its Laplace covariance by s_i s_j (docs/uncertainty.md).\n'
             f"_base_ = ['./{rel}']\n"
