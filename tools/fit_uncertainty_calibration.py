@@ -21,6 +21,7 @@ inherits CONFIG. Check the result on the val split with
 ``tools/uncertainty_report.py ... --calibration FILE`` (coverage before and after).
 """
 import argparse
+import datetime
 import json
 import math
 import os
@@ -109,7 +110,9 @@ def main(argv=None):
         classes = list(Config.fromfile(args.config).get('metainfo', {}).get('classes', classes))
     records = matched_records(results_dir, args.data_root, args.version, args.eval_set)
     scales, pooled, counts, source = fit_calibration(records, classes, args.method, args.min_matches)
-    out = dict(format=CALIB_FORMAT, method=args.method, eval_set=args.eval_set, results=results_dir,
+    today = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d')
+    out = dict(date=today,
+               format=CALIB_FORMAT, method=args.method, eval_set=args.eval_set, results=results_dir,
                checkpoint=args.checkpoint, components=['x', 'y', 'z', 'yaw'], classes=classes,
                pose_cov_scale=scales.tolist(), pooled=pooled.tolist(), num_matched=counts, source=source,
                min_matches=args.min_matches)

@@ -24,6 +24,7 @@ the same, only their scores and hence the ranking change) and prints devkit NDS/
 """
 import argparse
 import copy
+import datetime
 import json
 import math
 import os
@@ -366,7 +367,9 @@ def main(argv=None):
     nusc, eval_cfg = _devkit(args.data_root, args.version)
     classes = list(eval_cfg.class_names)
     records = matched_records(results_dir, args.data_root, args.version, eval_set, nusc=nusc)
-    out = dict(results=results_dir, eval_set=eval_set, levels=list(LEVELS), components={
+    today = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d')
+    out = dict(date=today,
+               results=results_dir, eval_set=eval_set, levels=list(LEVELS), components={
         'depth': 'camera z (m)', 'lateral': 'camera x (m)', 'yaw': 'camera yaw (rad; barrier modulo pi, no cones)'},
         raw=report(records, classes))
     print(f'\n{len(records)} matched boxes ({eval_set})\n\nLaplace, raw\n' + format_table(out['raw']))
