@@ -16,7 +16,7 @@ class EProPnPDataPreprocessor(Det3DDataPreprocessor):
     padding (spec §0.3, §4.3 Pad3D). They are computed from each sample's ``img_transform`` and ``img_shape``, which
     is exactly what warping an explicit map through flip/crop/pad would give.
 
-    Defaults follow the spec's Normalize (ImageNet mean/std, BGR→RGB) and Pad3D(size_divisor=32).
+    Defaults follow the published model's Normalize (ImageNet mean/std, BGR→RGB) and Pad3D(size_divisor=32).
     """
 
     def __init__(self, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), bgr_to_rgb: bool = True,

@@ -16,7 +16,7 @@ __all__ = ['EProPnPSinePositionalEncoding']
 
 @MODELS.register_module()
 class EProPnPSinePositionalEncoding(SinePositionalEncoding):
-    """mmdet ``SinePositionalEncoding`` with the spec's defaults plus :meth:`points_to_enc`.
+    """mmdet ``SinePositionalEncoding`` with the published model's defaults plus :meth:`points_to_enc`.
 
     ``forward(mask)``: ``mask (B, h, w)`` non-zero on padding → ``(B, 2·num_feats, h, w)``, with
     ``x_embed = (c_x − 0.5) / (c_x_last + 1e-6) · 2π`` (``c_x`` = cumulative count of valid cells along the row).

@@ -96,7 +96,7 @@ def assemble_detections(out: dict, cand, pose: Tensor, pose_cov: Tensor, score3d
     N = cand.labels.shape[0]
     boxes = torch.cat((out['dims'], pose), -1)  # (N, 7)
     # the one place where the pose covariance of a detection is produced: calibration, then the optional
-    # uncertainty-folded score (issue 22)
+    # uncertainty-folded score (docs/uncertainty.md)
     if cfg.get('pose_cov_scale') is not None:
         pose_cov = scale_pose_cov(pose_cov, cand.labels, cfg['pose_cov_scale'])
     scores = cand.scores * score3d

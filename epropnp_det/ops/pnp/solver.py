@@ -102,7 +102,7 @@ def lm_solve(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Camera
     Args:
         x3d: (*, N, n, 3); x2d, w2d: (*, N, n, 2); pose: (*, N, D) start; camera (N, ...); delta: (N,) or (*, N).
         **kwargs: ``eps=1e-5, min_lm_diagonal=1e-6, max_lm_diagonal=1e32, min_relative_decrease=1e-3,
-            initial_trust_region_radius=30.0, max_trust_region_radius=1e16`` (spec defaults).
+            initial_trust_region_radius=30.0, max_trust_region_radius=1e16`` (the original's defaults, docs/method.md §2.4).
 
     Returns:
         pose (*, N, D), cost (*, N) and ``J̃ᵀJ̃`` (*, N, T, T), the last two evaluated at the returned pose.

@@ -1,4 +1,4 @@
-"""Overfitting one batch lowers the pose loss and the BEV translation error (issue 5 test list). ~30 s: slow."""
+"""Overfitting one batch lowers the pose loss and the BEV translation error ~30 s: slow."""
 import pytest
 
 from tests.test_models.test_detectors._helpers import overfit_one_batch
