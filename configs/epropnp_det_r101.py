@@ -1,5 +1,5 @@
-# EPro-PnP-Det v1 "basic" (spec §8, paper Table: 0.425 NDS on nuScenes val): ResNet-101-DCN (torchvision ImageNet
-# init), FPN P2-P7, 8 heads x 32 points, 512 Monte-Carlo samples, AdamW 1e-4, 12 epochs (x0.1 at 10 and 11),
+# EPro-PnP-Det v1 "basic" (docs/method.md §8, paper Table: 0.425 NDS on nuScenes val): ResNet-101-DCN (torchvision
+# ImageNet init), FPN P2-P7, 8 heads x 32 points, 512 Monte-Carlo samples, AdamW 1e-4, 12 epochs (x0.1 at 10 and 11),
 # total batch 12 = 4 GPUs x 3 images, nuScenes under data/nuscenes (1600x900, crop (0, 228, 1600, 900)).
 #
 #   python tools/create_data.py nuscenes --root-path data/nuscenes --out-dir data/nuscenes --version v1.0-trainval
@@ -18,7 +18,7 @@ train_dataloader = dict(batch_size=3, num_workers=1)   # x 4 GPUs = 12 images pe
 auto_scale_lr = dict(enable=False, base_batch_size=12)
 
 # Flip test-time augmentation (`tools/test.py ... --tta`): the correspondences of both branches are merged into one
-# PnP problem (spec §6.4).
+# PnP problem (docs/method.md §6.4).
 tta_model = dict(type='EProPnPFlipTTAModel')
 tta_pipeline = [
     dict(type='EProPnPLoadImage'),

@@ -1,5 +1,5 @@
-# EPro-PnP-Det v1 "coord_regr_trainval" (spec §8.1): configs/epropnp_det_r101_coord_regr.py trained on train + val
-# (for test-server submissions; the val metrics printed during training are then not a held-out estimate).
+# EPro-PnP-Det v1 "coord_regr_trainval" (docs/method.md §8.1): configs/epropnp_det_r101_coord_regr.py trained on train +
+# val (for test-server submissions; the val metrics printed during training are then not a held-out estimate).
 #
 #   bash tools/dist_train.sh configs/epropnp_det_r101_coord_regr_trainval.py 4
 #   python tools/test.py configs/epropnp_det_r101_coord_regr_trainval.py CKPT --cfg-options \

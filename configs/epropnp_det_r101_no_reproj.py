@@ -1,4 +1,4 @@
-# EPro-PnP-Det v1 "no_reproj" ablation (spec §8.1): the basic model (configs/epropnp_det_r101.py) without the
+# EPro-PnP-Det v1 "no_reproj" ablation (docs/method.md §8.1): the basic model (configs/epropnp_det_r101.py) without the
 # auxiliary reprojection loss on gt RoIs. No RoI branch is built at all, so unlike the original (which keeps an unused
 # regressor and needs find_unused_parameters=True) every parameter is used.
 #

@@ -1,4 +1,4 @@
-# EPro-PnP-Det v1b (spec §8.1 column "v1b_220411"; README 0.444 NDS on nuScenes val): the basic model
+# EPro-PnP-Det v1b (docs/method.md §8.1 column "v1b_220411"; README 0.444 NDS on nuScenes val): the basic model
 # (configs/epropnp_det_r101.py) with FPN P3-P7 (out_indices (1, 2, 3)), strides 8..128 and key/value maps at
 # stride 8 (dense levels P3-P5 = RoIs and the VolumeCenter targets at stride 8), 16 points per head, 128 Monte-Carlo
 # samples, pose-loss weight 0.5, class embeddings added to the object queries, class-specific FCOS centre offsets,

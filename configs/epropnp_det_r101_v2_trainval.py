@@ -1,5 +1,6 @@
-# EPro-PnP-Det v2 trained on nuScenes train + val (spec §8.1: its only difference from epropnp_det_r101_v2.py), for
-# the test-split submission (the val metrics printed during training are then not a held-out estimate).
+# EPro-PnP-Det v2 trained on nuScenes train + val (docs/method.md §8.1: its only difference from
+# epropnp_det_r101_v2.py), for the test-split submission (the val metrics printed during training are then not a
+# held-out estimate).
 #
 #   bash tools/dist_train.sh configs/epropnp_det_r101_v2_trainval.py 2
 #   python tools/create_data.py nuscenes --root-path data/nuscenes --out-dir data/nuscenes --version v1.0-test

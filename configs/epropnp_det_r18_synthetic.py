@@ -43,7 +43,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=min(200, max_iters), max_keep_ckpts=2))
 log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
 
-# Flip test-time augmentation (`tools/test.py ... --tta`), merging both branches' correspondences (spec §6.4).
+# Flip test-time augmentation (`tools/test.py ... --tta`), merging both branches' correspondences (docs/method.md §6.4).
 tta_model = dict(type='EProPnPFlipTTAModel')
 tta_pipeline = [
     dict(type='EProPnPLoadImage'),

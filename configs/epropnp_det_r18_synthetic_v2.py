@@ -1,6 +1,6 @@
 # CPU counterpart of configs/epropnp_det_r101_v2.py on the synthetic data: configs/epropnp_det_r18_synthetic_v1b.py
 # (the embedded default's sizes: ResNet-18, 64-channel FPN P3-P6, 4 heads x 8 points, 64 MC samples, 640x256 inputs,
-# same iteration budget, plus the v1b switches) with every v2 switch of epropnp_det_r101_v2.py (spec §10.18):
+# same iteration budget, plus the v1b switches) with every v2 switch of epropnp_det_r101_v2.py (docs/method.md §10.18):
 # v2 pixel convention without dense maps, 2D box branch + GIoU, Huber reprojection loss, MVD coordinate regression,
 # dense depth branch + MVD loss on the LiDAR points, undetached x2d / regularisation inputs, xavier pred_fc.
 #

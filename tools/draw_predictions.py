@@ -8,12 +8,12 @@ Writes ``<out-dir>/<camera image stem>_3d.png`` (predictions orange, ground trut
 (camera frame seen from above; ground truth green, predictions blue, heading lines) plus one side-by-side
 ``..._panel.png``. Ground truth comes from the dataset's evaluation annotations (after the dataset's filters).
 
-``--orient-hist K`` (spec §9 'mc', §10.17): the head draws K Monte-Carlo (AMIS) pose samples per kept detection
-(``test_cfg.mc_samples = K``, seeded by ``--seed``; K must be a multiple of the PnP layer's ``num_iter``) and the
-BEV view shows, around each predicted box, a polar histogram of the sampled yaw relative to the predicted yaw;
+``--orient-hist K`` (docs/method.md §9 'mc', §10.17): the head draws K Monte-Carlo (AMIS) pose samples per kept
+detection (``test_cfg.mc_samples = K``, seeded by ``--seed``; K must be a multiple of the PnP layer's ``num_iter``) and
+the BEV view shows, around each predicted box, a polar histogram of the sampled yaw relative to the predicted yaw;
 with ``--pose-density`` it is also shaded by the samples' position density (weights × 2D score, as the original).
-``--depth`` (v2 models with a depth branch, §10.16): also writes ``..._depth.png``, the dense depth prediction as
-``255·2/max(depth, 2)`` on the network input (after resize / crop).
+``--depth`` (v2 models with a depth branch, docs/method.md §10.16): also writes ``..._depth.png``, the dense depth
+prediction as ``255·2/max(depth, 2)`` on the network input (after resize / crop).
 """
 import argparse
 import os

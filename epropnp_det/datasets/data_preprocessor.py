@@ -13,8 +13,8 @@ class EProPnPDataPreprocessor(Det3DDataPreprocessor):
     ``pad_size_divisor``). With ``with_dense_x2d=True`` it also adds ``inputs['img_dense_x2d']`` (B, 2, Hp, Wp) and
     ``inputs['img_dense_x2d_mask']`` (B, 1, Hp, Wp) float32 for the padded batch: the original-image coordinate of
     every input pixel (``dense_x2d_convention`` 'v1' integer-centre / 'v2' continuous), "edge"-padded, mask 0 in the
-    padding (spec §0.3, §4.3 Pad3D). They are computed from each sample's ``img_transform`` and ``img_shape``, which
-    is exactly what warping an explicit map through flip/crop/pad would give.
+    padding (docs/method.md §0.3, §4.3 Pad3D). They are computed from each sample's ``img_transform`` and ``img_shape``,
+    which is exactly what warping an explicit map through flip/crop/pad would give.
 
     Defaults follow the published model's Normalize (ImageNet mean/std, BGR→RGB) and Pad3D(size_divisor=32).
     """

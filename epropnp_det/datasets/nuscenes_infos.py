@@ -22,11 +22,11 @@ Per image ``images[CAM]``: ``width``, ``height`` (pixels, from ``sample_data``).
 ``ann_token``      ``sample_annotation`` token
 ``instance_token`` the annotation's instance token
 ``visibility``     int 0..4 (nuScenes visibility token; 0 = '' unknown). 1: 0-40 %, 2: 40-60 %, 3: 60-80 %, 4: >80 %
-``truncation``     spec §4.1: 1 − (fraction of 10×10×10 points spread uniformly in the box that lie in front of
-                   the camera and project inside ``(0, W) × (0, H)``)
+``truncation``     docs/method.md §4.1: 1 − (fraction of 10×10×10 points spread uniformly in the box that lie in front
+                   of the camera and project inside ``(0, W) × (0, H)``)
 ``num_lidar_pts``  the annotation's LiDAR point count (whole sweep); ``num_radar_pts`` likewise
-``bbox_nearclip``  ``[x1, y1, x2, y2]``: spec §4.1 2D box (corners with z ≥ 0.1 m plus all edge crossings of the
-                   plane z = 0.1 m, projected with K, convex hull ∩ ``[0, W] × [0, H]`` of the REAL image size;
+``bbox_nearclip``  ``[x1, y1, x2, y2]``: docs/method.md §4.1 2D box (corners with z ≥ 0.1 m plus all edge crossings of
+                   the plane z = 0.1 m, projected with K, convex hull ∩ ``[0, W] × [0, H]`` of the REAL image size;
                    raw K-projection coordinates); mmdet3d's ``bbox`` does not clip at the near plane and always
                    uses a 1600×900 canvas
 =================  ============================================================================================
@@ -47,7 +47,7 @@ import numpy as np
 
 EPROPNP_FIELDS_VERSION = '1.0'
 CAMERA_TYPES = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
-NEAR_PLANE = 0.1  # metres, spec §4.1
+NEAR_PLANE = 0.1  # metres, docs/method.md §4.1
 
 
 def load_mmdet3d_tool_module(name: str):
@@ -191,8 +191,8 @@ def _centres_camera(ann_recs, pose_rec, cs_rec) -> np.ndarray:
 
 
 def truncation_of_box(corners_fn_box, cam2img: np.ndarray, width: int, height: int) -> float:
-    """Spec §4.1: ``1 − #(10³ grid points with z > 0 projecting inside (0,W)×(0,H)) / 1000`` for a devkit ``Box``
-    in the camera frame."""
+    """docs/method.md §4.1: ``1 − #(10³ grid points with z > 0 projecting inside (0,W)×(0,H)) / 1000`` for a devkit
+    ``Box`` in the camera frame."""
     lin = np.linspace(-0.5, 0.5, 10)
     grid = np.stack(np.meshgrid(lin, lin, lin, indexing='ij'), -1).reshape(-1, 3)       # nuScenes-local, unit
     wlh = corners_fn_box.wlh                                                               # x: l, y: w, z: h
@@ -206,7 +206,8 @@ def truncation_of_box(corners_fn_box, cam2img: np.ndarray, width: int, height: i
 
 
 def nearclip_bbox_of_box(box, cam2img: np.ndarray, width: int, height: int, near: float = NEAR_PLANE):
-    """Spec §4.1 2D box of a camera-frame devkit ``Box`` (see module docstring); None if it misses the canvas."""
+    """docs/method.md §4.1 2D box of a camera-frame devkit ``Box`` (see module docstring); None if it misses the
+    canvas."""
     from shapely.geometry import MultiPoint
     from shapely.geometry import box as shp_box
 

@@ -1,7 +1,7 @@
 """``EProPnPNuScenesDataset``: mmdet3d's ``NuScenesDataset`` in ``mv_image_based`` mode (one item per camera image,
 6 consecutive items per sample in ``images`` order, ``sample_idx = 6·frame + cam``) with EPro-PnP's filters.
 
-Differences to the stock dataset (spec §4.2):
+Differences to the stock dataset (docs/method.md §4.2):
 
 * reads the EPro-PnP fields added by ``tools/create_data.py`` (``visibility``, ``truncation``, ``bbox_nearclip``,
   ...);

@@ -1,4 +1,4 @@
-"""Optimizer wrapper that survives non-finite gradients (spec §8.2).
+"""Optimizer wrapper that survives non-finite gradients (docs/method.md §8.2).
 
 Per update: global L2 norm over all parameters with gradients; if it is NaN/Inf **all gradients are set to 0**
 and the optimizer still steps (Adam moments decay and weight decay applies, as in the original

@@ -1,4 +1,4 @@
-"""Box, frame and pixel conventions of the data path (spec §0.1, §0.2, §4.2, §7.2).
+"""Box, frame and pixel conventions of the data path (docs/method.md §0.1, §0.2, §4.2, §7.2).
 
 **Model box** (what the detector regresses and what ``gt_instances_3d.bboxes_3d`` holds): ``(N, 7)``
 ``[l, h, w, x, y, z, yaw]``, metres / radians, in the frame of the camera that took the image (OpenCV: +x right,
@@ -13,7 +13,7 @@ length (heading), +y down (height), +z along the width, and ``X_cam = R(yaw) · 
 
 **nuScenes boxes** (devkit ``Box``) in any z-up frame (ego, global) or in the camera frame: ``center (N, 3)``,
 ``wlh (N, 3)``, orientation = rotation from the nuScenes-local frame (x forward = l, y left = w, z up = h).
-A model box maps to ``rot = T_R · R(yaw) · KITTI2NUS_ROTᵀ`` (spec §7.2; equal to mmdet3d's
+A model box maps to ``rot = T_R · R(yaw) · KITTI2NUS_ROTᵀ`` (docs/method.md §7.2; equal to mmdet3d's
 ``Q(x, π/2)·Q(z, −yaw)``). :func:`model_boxes_to_frame` / :func:`frame_boxes_to_model` convert both ways
 with a 4×4 ``frame_from_cam`` matrix (cam→ego = ``cam2ego``; cam→global = :func:`cam2global_matrix`).
 
@@ -46,7 +46,8 @@ __all__ = [
     'project_boxes_to_2d', 'points_to_box_local', 'wrap_to_pi'
 ]
 
-#: KITTI-local → nuScenes-local axes (spec §4.2): ``p_kitti = KITTI2NUS_ROTᵀ · p_nus``, row form ``p_nus @ K2N``.
+#: KITTI-local → nuScenes-local axes (docs/method.md §4.2): ``p_kitti = KITTI2NUS_ROTᵀ · p_nus``, row form
+#: ``p_nus @ K2N``.
 KITTI2NUS_ROT = ((1., 0., 0.), (0., 0., 1.), (0., -1., 0.))
 
 
@@ -128,7 +129,7 @@ def rot_mat_to_quaternion(rot: Tensor) -> Tensor:
 
 def yaw_to_nus_quaternion(yaw: Tensor) -> Tensor:
     """(N,) camera-frame model yaw → (N, 4) ``[w,x,y,z]`` orientation of the nuScenes box in the camera frame
-    (``R(yaw) · KITTI2NUS_ROTᵀ``, spec §7.2)."""
+    (``R(yaw) · KITTI2NUS_ROTᵀ``, docs/method.md §7.2)."""
     return rot_mat_to_quaternion(yaw_to_rot_mat(yaw) @ _k2n(yaw).T)
 
 
@@ -276,7 +277,7 @@ def project_points(points: Tensor, cam2img: Tensor, min_depth: float = 0.0) -> T
 
 def nearclip_box_points(corners: np.ndarray, near: float = 0.1) -> np.ndarray:
     """(8, 3) corners → (m, 3) corners with ``z ≥ near`` plus the crossings of all 12 edges with ``z = near``
-    (spec §4.1, the converter's version that keeps every crossing, §13.21)."""
+    (docs/method.md §4.1, the converter's version that keeps every crossing, docs/method.md §13.21)."""
     corners = np.asarray(corners, dtype=np.float64)
     keep = [corners[corners[:, 2] >= near]]
     for i, j in box_edges():
@@ -289,7 +290,7 @@ def nearclip_box_points(corners: np.ndarray, near: float = 0.1) -> np.ndarray:
 
 def project_boxes_to_2d(boxes: Tensor, cam2img, img_size: Tuple[float, float], near: float = 0.1,
                         convention: str = 'v2', img_transform=None, out_size=None) -> Tuple[np.ndarray, np.ndarray]:
-    """2D boxes of model boxes (spec §4.1 ``bbox``): near-plane-clipped corners projected with K, convex hull,
+    """2D boxes of model boxes (docs/method.md §4.1 ``bbox``): near-plane-clipped corners projected with K, convex hull,
     intersected with the original canvas ``[0, W] × [0, H]``, axis-aligned extent in continuous coordinates.
 
     Optionally mapped through an axis-aligned ``img_transform`` (flip/crop/scale) and clipped to the augmented
@@ -297,8 +298,8 @@ def project_boxes_to_2d(boxes: Tensor, cam2img, img_size: Tuple[float, float], n
 
     Args:
         boxes: (N, 7) model boxes; cam2img: (3, 3) original K; img_size: original (W, H).
-        convention: 'v2' keeps the raw K-projection (also the converter's v1 behaviour for gt boxes, spec §0.2);
-            'v1' adds +0.5 (v1 predicted boxes).
+        convention: 'v2' keeps the raw K-projection (also the converter's v1 behaviour for gt boxes,
+            docs/method.md §0.2); 'v1' adds +0.5 (v1 predicted boxes).
     Returns:
         bboxes (N, 4) float64 ``[x1, y1, x2, y2]`` and valid (N,) bool (False: no intersection / all behind).
     """

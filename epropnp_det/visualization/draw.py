@@ -1,5 +1,5 @@
 """Pictures of 3D detections: wireframes projected on the image, a bird's-eye view (BEV) with optional orientation
-histograms of the Monte-Carlo pose samples, and the v2 dense depth view (spec §9, §10.17).
+histograms of the Monte-Carlo pose samples, and the v2 dense depth view (docs/method.md §9, §10.17).
 
 Boxes are model boxes ``(N, 7) [l, h, w, x, y, z, yaw]``, geometric centre, in the camera frame of the image
 (OpenCV axes, metres), see :mod:`epropnp_det.structures.boxes`. Images are ``(H, W, 3)`` uint8 BGR (cv2 order).
@@ -115,7 +115,7 @@ class BEVCanvas:
 
     ``scale`` px per metre; the camera sits at the bottom centre of a ``size`` (W, H) canvas. Canvas coordinates are
     cv2's (pixel ``(i, j)`` is centred on the integer point); everything is drawn with ``_SHIFT`` fractional bits,
-    i.e. sub-pixel accurate (spec §10.17).
+    i.e. sub-pixel accurate (docs/method.md §10.17).
     """
     size: Tuple[int, int] = (600, 800)
     scale: float = 12.0
@@ -192,8 +192,8 @@ def rose_polygon(hist, centre_xz, yaw_ref: float, radius: float = 0.5, arc_point
     """Outline of a polar histogram around a box centre, camera-frame ``(x, z)`` metres.
 
     Bin ``j`` (see :func:`yaw_histogram`) is a circular sector around the heading ``yaw_ref + j·2π/B`` of radius
-    ``sqrt(hist_j·B)·radius`` (spec §9 'mc': a uniform density is a circle of ``radius``; the area of a sector is
-    proportional to its probability). Returns (B·arc_points, 2) vertices, one arc per bin.
+    ``sqrt(hist_j·B)·radius`` (docs/method.md §9 'mc': a uniform density is a circle of ``radius``; the area of a sector
+    is proportional to its probability). Returns (B·arc_points, 2) vertices, one arc per bin.
     """
     hist = np.asarray(hist, dtype=np.float64)
     B = hist.shape[0]
@@ -244,8 +244,8 @@ def draw_bev(pred_boxes=None, gt_boxes=None, cam2img=None, image_width: Optional
     """Bird's-eye view: range rings every 10 m, the camera frustum (from ``cam2img`` and ``image_width``),
     ground truth in green, predictions in blue with a heading line. Returns (H, W, 3) uint8 BGR.
 
-    Orientation histograms (v2 'mc' view, spec §9 / §10.17): with ``pred_pose_samples`` (M, K, 4) (or (M, K) yaws)
-    and ``pred_pose_weights`` (M, K) — ``pred_instances_3d.pose_samples / pose_sample_weights`` of the predicted
+    Orientation histograms (v2 'mc' view, docs/method.md §9 / §10.17): with ``pred_pose_samples`` (M, K, 4) (or (M, K)
+    yaws) and ``pred_pose_weights`` (M, K) — ``pred_instances_3d.pose_samples / pose_sample_weights`` of the predicted
     boxes, same order — a polar histogram of ``rose_bins`` bins of the sampled yaw relative to the predicted yaw is
     drawn around each predicted box centre (:func:`rose_polygon`, radius ``sqrt(h·B)·rose_radius`` metres; the
     original's 0.5 m at 25 px/m is about 1 m at the default 12 px/m), filled with ``rose_color`` at ``rose_alpha``
@@ -338,7 +338,7 @@ def _shade_density(img: np.ndarray, canvas: BEVCanvas, xz: np.ndarray, mass: np.
 
 
 def depth_to_image(depth, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """The v2 ``depth`` view (spec §9): ``255·2/max(depth, 2)`` as a grey BGR image (near = bright).
+    """The v2 ``depth`` view (docs/method.md §9): ``255·2/max(depth, 2)`` as a grey BGR image (near = bright).
 
     Args:
         depth: (h, w) metres, e.g. ``pred_instances_3d.metainfo['depth_map']`` (value-map cells of the network

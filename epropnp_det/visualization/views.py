@@ -1,4 +1,4 @@
-"""The demo's pictures of one image's detections (paper figures), one view per function (spec §9, §10.17):
+"""The demo's pictures of one image's detections (paper figures), one view per function (docs/method.md §9, §10.17):
 
 * :func:`view_boxes_3d` — projected 3D boxes, coloured by class, labelled with class and score ('3d');
 * :func:`view_bev` — bird's-eye view with the ``n``-sigma ellipses of the position covariance ('bev');

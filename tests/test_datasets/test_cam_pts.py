@@ -1,4 +1,4 @@
-"""v2 data: ``cam_pts_uvz`` (spec §10.4) = every LiDAR point of the camera inside the ORIGINAL canvas as
+"""v2 data: ``cam_pts_uvz`` (docs/method.md §10.4) = every LiDAR point of the camera inside the ORIGINAL canvas as
 ``[u, v, z]`` (raw K-projection, continuous in the v2 convention), untouched by flip / crop / resize, packed into
 the data sample; and what the depth branch makes of it (the network-input pixel ``img_transform · uv``)."""
 import copy
@@ -75,6 +75,7 @@ def test_depth_branch_maps_cam_pts_into_the_network_input(root):
     x = round(w0 * sx) - uv[:, 0] * sx - CROP[0]                  # resize, flip (resized width), crop
     y = uv[:, 1] * sy - CROP[1]
     inside = (x >= 0) & (x < img_w) & (y >= 0) & (y < img_h)
-    assert 0 < int(inside.sum()) < len(uv) and not inside[-1]     # excluded, not border-clamped (§13.16 fix)
+    # excluded, not border-clamped (docs/method.md §13.16 fix)
+    assert 0 < int(inside.sum()) < len(uv) and not inside[-1]
     torch.testing.assert_close(sel.loc, torch.stack((x, y), -1)[inside], rtol=0, atol=1e-6)
     torch.testing.assert_close(sel.depth, pts[inside, 2])

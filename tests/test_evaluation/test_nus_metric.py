@@ -142,7 +142,7 @@ def test_bev_nms_against_shapely_greedy():
                for j in keep):
             keep.append(i)
     assert got.tolist() == keep
-    # a lone box is kept (spec §13.1 fixed)
+    # a lone box is kept (docs/method.md §13.1 fixed)
     assert bev_nms_global(center[:1], lw[:1], heading[:1], scores[:1], labels[:1], 0.25).tolist() == [0]
 
 

@@ -166,8 +166,8 @@ def test_amis_mixture_weights_unbiased_with_fixed_proposals(quad):
 
 
 def test_amis_log_normalizer_matches_quadrature(quad):
-    """Adaptive AMIS (spec §2.7–2.8), K = 512: AMIS re-weights samples with proposals fitted to them, which biases
-    Ẑ low by O(1/K) (measured on these problems: ≈ 2.5 % at K = 512, 0.6 % at K = 2048, 11 % at K = 128); the
+    """Adaptive AMIS (docs/method.md §2.7–2.8), K = 512: AMIS re-weights samples with proposals fitted to them, which
+    biases Ẑ low by O(1/K) (measured on these problems: ≈ 2.5 % at K = 512, 0.6 % at K = 2048, 11 % at K = 128); the
     estimate must lie within 3 standard errors plus that 5 % bias allowance, and the bias must be one-sided-small."""
     p, *_, logZ = quad
     mean, z, se = _z_scores(_amis_log_normalizers(p, runs=20, K=512, seed=3)[0], logZ)

@@ -1,4 +1,4 @@
-"""Projection and its analytic pose Jacobians (spec §2.2) against direct formulas and finite differences."""
+"""Projection and its analytic pose Jacobians (docs/method.md §2.2) against direct formulas and finite differences."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Huber costs, IRLS residuals/Jacobians, fused normal equations (spec §2.3)."""
+"""Huber costs, IRLS residuals/Jacobians, fused normal equations (docs/method.md §2.3)."""
 import pytest
 import torch
 

@@ -79,7 +79,8 @@ def test_individual_neginf_logw_is_fine():
 
 
 def test_running_norm_factor_semantics():
-    """§2.11: EMA with momentum 0.01 updated before the loss and used in the same step; none in eval mode."""
+    """docs/method.md §2.11: EMA with momentum 0.01 updated before the loss and used in the same step; none in eval
+    mode."""
     cost, logw = _inputs()
     m = MonteCarloPoseLoss(loss_weight=0.5, momentum=0.01)
     base = monte_carlo_kl_loss(cost, logw, avg_factor=5.0).loss

@@ -1,4 +1,4 @@
-"""Differentiable GN step and derivative regularisation (spec §2.12, §5.5)."""
+"""Differentiable GN step and derivative regularisation (docs/method.md §2.12, §5.5)."""
 import math
 
 import pytest

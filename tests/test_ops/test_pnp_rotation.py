@@ -1,4 +1,4 @@
-"""Rotation helpers: conventions (spec §0.1), quaternion tangent update (spec §2.2)."""
+"""Rotation helpers: conventions (docs/method.md §0.1), quaternion tangent update (docs/method.md §2.2)."""
 import math
 
 import torch

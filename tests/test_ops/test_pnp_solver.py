@@ -1,4 +1,4 @@
-"""Solvers (spec §2.4-2.6): exact recovery, RSLM success rate, best-of init, covariance, robustness."""
+"""Solvers (docs/method.md §2.4-2.6): exact recovery, RSLM success rate, best-of init, covariance, robustness."""
 import math
 
 import pytest
@@ -216,7 +216,7 @@ def test_sampler_distinct_and_weighted():
 def test_degenerate_inputs_and_errors():
     p = make_problems(6, 20, generator=torch.Generator().manual_seed(13))
     w2d = p['w2d'].clone()
-    w2d[0] = 0  # all weights zero (spec §13.11: crashed the reference)
+    w2d[0] = 0  # all weights zero (docs/method.md §13.11: crashed the reference)
     x3d = p['x3d'].clone()
     x3d[1] = 0.3  # coincident points
     sol = solve_pnp(x3d, p['x2d'], w2d, p['camera'], with_cov=True, fast_mode=True, num_iter=5)

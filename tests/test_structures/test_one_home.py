@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from epropnp_det.ops.pixels import (PIXEL_CONVENTIONS, continuous_to_k_projection, k_projection_offset,
-                                    k_projection_to_continuous)
+from epropnp_det.ops.pixels import (
+    PIXEL_CONVENTIONS,
+    continuous_to_k_projection,
+    k_projection_offset,
+    k_projection_to_continuous,
+)
 
 
 # ------------------------------------------------------------------------------------------------- pixels

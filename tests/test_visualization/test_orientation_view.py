@@ -1,6 +1,6 @@
-"""Spec §10.17 visualisation: orientation histograms of the Monte-Carlo pose samples in the BEV view, sub-pixel BEV
-drawing and the dense depth view; plus the head's test-time pose samples they are drawn from (``test_cfg.mc_samples``,
-``mc_seed``)."""
+"""docs/method.md §10.17 visualisation: orientation histograms of the Monte-Carlo pose samples in the BEV view,
+sub-pixel BEV drawing and the dense depth view; plus the head's test-time pose samples they are drawn from
+(``test_cfg.mc_samples``, ``mc_seed``)."""
 import math
 
 import numpy as np

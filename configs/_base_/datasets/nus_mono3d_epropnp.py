@@ -1,6 +1,7 @@
 # nuScenes (real data under data/nuscenes, 1600x900 images) for EPro-PnP-Det, monocular, one item per camera image.
-# Spec §4.3: flip 0.5, fixed crop (0, 228, 1600, 900) -> 1600x672 (no padding needed at 32), ImageNet normalisation
-# in the data preprocessor. 3D boxes and K stay in the ORIGINAL camera/image; img_transform carries the augmentation.
+# docs/method.md §4.3: flip 0.5, fixed crop (0, 228, 1600, 900) -> 1600x672 (no padding needed at 32), ImageNet
+# normalisation in the data preprocessor. 3D boxes and K stay in the ORIGINAL camera/image; img_transform carries the
+# augmentation.
 #
 # Build the infos (mmdet3d 1.4 format + the EPro-PnP fields):
 #   python tools/create_data.py nuscenes --root-path data/nuscenes --out-dir data/nuscenes --version v1.0-trainval
@@ -55,6 +56,6 @@ val_evaluator = dict(type='EProPnPNuScenesMetric', data_root=data_root, ann_file
                      metric='bbox', modality=input_modality, backend_args=backend_args)
 test_evaluator = val_evaluator
 
-# data preprocessor to use in the model config (spec §4.3 Normalize + Pad3D(32); dense maps for the v1 path)
+# data preprocessor to use in the model config (docs/method.md §4.3 Normalize + Pad3D(32); dense maps for the v1 path)
 data_preprocessor = dict(type='EProPnPDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                          bgr_to_rgb=True, pad_size_divisor=32, with_dense_x2d=True, dense_x2d_convention='v1')

@@ -60,6 +60,6 @@ val_evaluator = dict(type='EProPnPNuScenesMetric', data_root=data_root, ann_file
                      metric='bbox', modality=input_modality, backend_args=backend_args)
 test_evaluator = val_evaluator
 
-# data preprocessor to use in the model config (spec §4.3 Normalize + Pad3D(32); dense maps for the v1 path)
+# data preprocessor to use in the model config (docs/method.md §4.3 Normalize + Pad3D(32); dense maps for the v1 path)
 data_preprocessor = dict(type='EProPnPDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                          bgr_to_rgb=True, pad_size_divisor=32, with_dense_x2d=True, dense_x2d_convention='v1')

@@ -1,5 +1,5 @@
-# EPro-PnP-Det v1 "basic" model (spec §3, §8.1 column "basic"): ResNet-101-DCN, FPN P2-P7, dense levels P2-P5 at
-# stride 4, FCOS levels P3-P7, 8 heads x 32 points, 512 Monte-Carlo samples, pose-loss weight 0.15, auxiliary
+# EPro-PnP-Det v1 "basic" model (docs/method.md §3, §8.1 column "basic"): ResNet-101-DCN, FPN P2-P7, dense levels P2-P5
+# at stride 4, FCOS levels P3-P7, 8 heads x 32 points, 512 Monte-Carlo samples, pose-loss weight 0.15, auxiliary
 # MVD reprojection loss on 28x28 gt RoIs (x0.5).
 # Pixel convention v1 (K projects pixel centres to integers), as nuScenes and the original v1 code.
 # Needs `custom_imports = dict(imports=['epropnp_det.models', 'epropnp_det.datasets', 'epropnp_det.engine'])`.
@@ -41,7 +41,7 @@ model = dict(
         loss_reg_orient=dict(loss_weight=0.05),
         loss_velo=dict(type='mmdet3d.EProPnPSmoothL1Loss', beta=1.0, loss_weight=0.05),
         loss_attr=dict(type='mmdet.CrossEntropyLoss', loss_weight=0.5),
-        # auxiliary reprojection loss on gt RoIs (spec §5.6; the basic model has it, `no_reproj` drops it)
+        # auxiliary reprojection loss on gt RoIs (docs/method.md §5.6; the basic model has it, `no_reproj` drops it)
         # (loss_regr, the LiDAR coordinate regression, is off: head default None; coord_regr / v1b configs set it)
         loss_proj=dict(type='MVDGaussianMixtureNLLLoss', loss_weight=0.5, adaptive_weight=True, momentum=0.1)),
     train_cfg=dict(num_obj_samples_per_img=48, roi_shape=(28, 28)),

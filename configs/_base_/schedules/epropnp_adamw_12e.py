@@ -1,4 +1,4 @@
-# EPro-PnP-Det schedule (spec §8.2): AdamW 1e-4, wd 1e-4, offsets lr x0.1, NaN-safe L2 clip at 5,
+# EPro-PnP-Det schedule (docs/method.md §8.2): AdamW 1e-4, wd 1e-4, offsets lr x0.1, NaN-safe L2 clip at 5,
 # x0.1 at epochs 10 and 11, no warm-up, 12 epochs, validation every epoch. Tuned for a total batch of 12.
 optim_wrapper = dict(
     type='EProPnPOptimWrapper',

@@ -1,5 +1,5 @@
 """Packing: ``EProPnPPack3DDetInputs`` → ``dict(inputs=dict(img), data_samples=Det3DDataSample)`` (see
-``docs/data_contract.md``), and the analytic dense original-coordinate maps (spec §0.3)."""
+``docs/data_contract.md``), and the analytic dense original-coordinate maps (docs/method.md §0.3)."""
 from typing import Tuple
 
 import numpy as np
@@ -22,7 +22,7 @@ META_KEYS = ('img_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor', 
 
 def dense_x2d_from_transform(img_transform: np.ndarray, valid_hw: Tuple[int, int], out_hw: Tuple[int, int],
                              convention: str = 'v1') -> Tuple[np.ndarray, np.ndarray]:
-    """Dense original-image coordinates of every augmented pixel (spec §0.3), computed from ``img_transform``.
+    """Dense original-image coordinates of every augmented pixel (docs/method.md §0.3), computed from ``img_transform``.
 
     Pixel ``(v, u)`` of the ``out_hw`` canvas holds the original coordinate of its centre,
     ``T⁻¹ · (u + 0.5, v + 0.5)`` minus 0.5 in the v1 integer-centre convention (so identity gives ``(u, v)``) or as

@@ -79,7 +79,7 @@ def check_lidar_file(path: str, load_dim: int, where: str) -> int:
 
 @TRANSFORMS.register_module()
 class EProPnPLoadImage(LoadImageFromFileMono3D):
-    """mmdet3d's ``LoadImageFromFileMono3D`` plus the geometry EPro-PnP needs (spec §4.3 LoadImageFromFile3D).
+    """mmdet3d's ``LoadImageFromFileMono3D`` plus the geometry EPro-PnP needs (docs/method.md §4.3 LoadImageFromFile3D).
 
     Adds: ``img_path`` (the file read, as mmdet3d's ``LoadImageFromFile`` sets it; the visualisation hook reads
     it), ``cam2img`` (3, 3) float32 ndarray (original K), ``img_transform`` (3, 3) float64 identity,
@@ -168,7 +168,7 @@ class EProPnPLoadAnnotations(BaseTransform):
 
 @TRANSFORMS.register_module()
 class EProPnPLoadLidarObjectCoords(BaseTransform):
-    """Per-object LiDAR object coordinates and pixels for the coordinate-regression loss (spec §4.1, §4.3),
+    """Per-object LiDAR object coordinates and pixels for the coordinate-regression loss (docs/method.md §4.1, §4.3),
     computed on the fly from the info's LIDAR_TOP file and ``lidar2cam``.
 
     Points ``p_cam = lidar2cam · p_lidar`` are kept if ``z > near`` (v1; v2: ``z ≥ near``) and their K-projection

@@ -1,4 +1,4 @@
-"""Geometric image transforms of EPro-PnP (spec §4.3, §10.2): they change the image, the 2D boxes and the
+"""Geometric image transforms of EPro-PnP (docs/method.md §4.3, §10.2): they change the image, the 2D boxes and the
 original→augmented homography ``img_transform`` only. 3D boxes, velocities, intrinsics (``cam2img``) and the LiDAR
 object coordinates / pixels stay in the ORIGINAL camera frame and image (mmdet3d's ``RandomFlip3D`` edits 3D boxes
 and K; its ``RandomCrop3D`` ignores K and 3D boxes: neither fits).
@@ -43,7 +43,8 @@ def _update_transform(results: dict, mat: np.ndarray) -> None:
 class EProPnPRandomFlip(BaseTransform):
     """Horizontal flip with probability ``prob``: image, ``x1' = W − x2``, ``x2' = W − x1`` for 2D (and ignore)
     boxes, ``img_transform ← [[-1,0,W],[0,1,0],[0,0,1]] · img_transform``, ``flip=True``,
-    ``flip_direction='horizontal'``. 3D boxes, K, velocities and LiDAR targets are not modified (spec §4.3)."""
+    ``flip_direction='horizontal'``. 3D boxes, K, velocities and LiDAR targets are not modified
+    (docs/method.md §4.3)."""
 
     def __init__(self, prob: float = 0.5):
         if not 0 <= prob <= 1:
@@ -69,7 +70,7 @@ class EProPnPRandomFlip(BaseTransform):
 
 @TRANSFORMS.register_module()
 class EProPnPCrop(BaseTransform):
-    """Fixed crop ``crop_box = (x1, y1, x2, y2)`` (spec §4.3 Crop3D), e.g. (0, 228, 1600, 900) → 1600×672.
+    """Fixed crop ``crop_box = (x1, y1, x2, y2)`` (docs/method.md §4.3 Crop3D), e.g. (0, 228, 1600, 900) → 1600×672.
 
     2D boxes are shifted and clipped to the crop; a gt survives if its clipped box has positive area. If no gt
     survives and ``allow_negative_crop=False`` the sample is rejected (returns None, the dataset draws another);

@@ -1,4 +1,4 @@
-"""``EProPnPNuScenesMetric``: EPro-PnP's nuScenes evaluation and submission (spec §7) on mmdet3d's
+"""``EProPnPNuScenesMetric``: EPro-PnP's nuScenes evaluation and submission (docs/method.md §7) on mmdet3d's
 ``NuScenesMetric`` (devkit scoring and metric keys reused; camera formatting replaced).
 
 Per sample (6 camera items ``sample_idx = 6·frame + cam`` in the info's ``images`` order; results are grouped by
@@ -10,23 +10,24 @@ Per sample (6 camera items ``sample_idx = 6·frame + cam`` in the info's ``image
    LiDAR-time ego pose);
 3. cross-camera BEV NMS per class in the global frame: rotated footprints ``(x, y, l, w, heading)`` (mmcv
    ``nms_rotated``, whose default angle sense is the counter-clockwise heading — unit-tested against shapely),
-   suppress IoU > ``nms_thr`` (0.25), highest score first; a lone box is kept (fixes spec §13.1);
+   suppress IoU > ``nms_thr`` (0.25), highest score first; a lone box is kept (fixes docs/method.md §13.1);
 4. at most ``max_per_sample`` (500) boxes, highest scores;
-5. attribute restricted to the class (spec §4.2 CLS2ATTR): ``attr_scores`` (n, 9) → argmax over the class's set, or
-   ``attr_labels`` (n,) → kept if in the set, else the class default (mmdet3d's defaults).
+5. attribute restricted to the class (docs/method.md §4.2 CLS2ATTR): ``attr_scores`` (n, 9) → argmax over the class's
+   set, or ``attr_labels`` (n,) → kept if in the set, else the class default (mmdet3d's defaults).
 
-Output ``<jsonfile_prefix>/results_nusc.json`` (spec §7.5) with ``meta`` = the five modality keys (``use_camera``
-True, the rest False by default), one entry (possibly empty) for every sample of the ann file. When the predictions
-carry ``pose_cov`` (n, 4, 4) (and optionally ``pose_samples`` (n, K, 4) / ``pose_sample_weights`` (n, K)), the
-pose-uncertainty sidecar ``<jsonfile_prefix>/results_nusc_uncertainty.json`` is written beside it (format-only and
+Output ``<jsonfile_prefix>/results_nusc.json`` (docs/method.md §7.5) with ``meta`` = the five modality keys
+(``use_camera`` True, the rest False by default), one entry (possibly empty) for every sample of the ann file. When the
+predictions carry ``pose_cov`` (n, 4, 4) (and optionally ``pose_samples`` (n, K, 4) / ``pose_sample_weights`` (n, K)),
+the pose-uncertainty sidecar ``<jsonfile_prefix>/results_nusc_uncertainty.json`` is written beside it (format-only and
 evaluation runs alike): per sample token a list aligned with that sample's boxes in the results JSON, with the
 covariance in the global frame and in the camera frame
 (:func:`epropnp_det.evaluation.uncertainty.box_uncertainty_entry`, docs/uncertainty.md). Then the devkit's
 ``DetectionEval`` on 'mini_val' / 'val' (``v1.0-test`` is format-only). CPU only; no ``.cuda()``.
 
-Fixed relative to the original (spec §13): a lone box survives the NMS (§13.1); no hard-coded ``cuda:0`` and
-results need not be complete or ordered (§13.14: grouped by ``sample_idx``; missing cameras only warn);
-``v1.0-test`` is explicitly format-only (§13.14); NaN velocities are never written (§13.15).
+Fixed relative to the original (docs/method.md §13): a lone box survives the NMS (docs/method.md §13.1); no hard-coded
+``cuda:0`` and results need not be complete or ordered (docs/method.md §13.14: grouped by ``sample_idx``; missing
+cameras only warn); ``v1.0-test`` is explicitly format-only (docs/method.md §13.14); NaN velocities are never written
+(docs/method.md §13.15).
 
 Fail early: when the runner hands the metric the dataset's metainfo (mmengine's Test/ValLoop do this when they are
 built, before any inference), :meth:`EProPnPNuScenesMetric.check_inputs` checks the ann file (readable, same

@@ -1,4 +1,4 @@
-"""FCOS-derived object-query emitter (spec §3.4, targets and losses §5.2, candidates §6.2).
+"""FCOS-derived object-query emitter (docs/method.md §3.4, targets and losses §5.2, candidates §6.2).
 
 Per detection level ``x (B, C_in, h, w)`` with stride σ::
 
@@ -16,20 +16,20 @@ order, row-major inside a level); batch-global point index ``b·M + m``.
 
 Targets (per point p of stride σ and gt g with volume centre c_g, 2D box box_g)::
 
-    inside  = p strictly inside c_g ± radius·σ   (clipped to box_g unless clip_center_box=False; spec §13.9)
+    inside  = p strictly inside c_g ± radius·σ   (clipped to box_g unless clip_center_box=False; docs/method.md §13.9)
     in_rng  = lo_σ ≤ max(p − box_g.xy1, box_g.xy2 − p) ≤ hi_σ
     g*      = argmin ‖p − c_g‖ over inside & in_rng ; background (label = num_classes) if none
     ctr_t   = exp(−alpha·‖p − c_g*‖ / (1.414·radius·σ))
 
 Losses (``num_pos = max(reduce_mean(#pos), 1)``, all-reduced across processes):
 
-* ``loss_cls``: sigmoid focal loss over all points / num_pos. Fix of spec §13.5: background points inside an
+* ``loss_cls``: sigmoid focal loss over all points / num_pos. Fix of docs/method.md §13.5: background points inside an
   ignore box (``batch_gt_instances_ignore``) get weight 0 instead of acting as negatives (``use_ignore=True``).
 * ``loss_rp``: SmoothL1 of ``(center − c_g*) / (0.2·(wh_g* + 4))`` on positives (channel pair of the assigned
   label if class-specific) weighted by ``ctr_t``, / ``2·max(reduce_mean(Σ ctr_t), 1e-6)``.
 * ``loss_centerness``: BCE-with-logits against ``ctr_t`` on positives / num_pos.
 
-Optional 2D box branch (EPro-PnP-Det v2, spec §10.13; ``bbox_branch=(256,)``, off by default), training only::
+Optional 2D box branch (EPro-PnP-Det v2, docs/method.md §10.13; ``bbox_branch=(256,)``, off by default), training only::
 
     bbox (B, 4, h, w) = ReLU(conv_bbox(bbox_branch(reg_feat))) · σ    distances (l, t, r, b) from the point, px
 
@@ -90,10 +90,10 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         cls_branch, centerness_branch, offset_branch, emb_branch: widths of the 3×3 ConvModules of each branch.
         centerness_alpha: α of the centerness target (2.5).
         center_sampling / center_sample_radius: positives only within ``radius·σ`` of the volume centre (1.5).
-        clip_center_box: clip that centre box to the gt 2D box (True; the original does not, spec §13.9).
+        clip_center_box: clip that centre box to the gt 2D box (True; the original does not, docs/method.md §13.9).
         center_error_scale, min_ref_length: reference-point error normaliser ``0.2·(wh + 4)``.
         offset_cls_agnostic: one reference point for all classes (True) or one per class.
-        use_ignore: exclude background points inside ignore boxes from the focal loss (True; spec §13.5 fix).
+        use_ignore: exclude background points inside ignore boxes from the focal loss (True; docs/method.md §13.5 fix).
         loss_cls, loss_rp, loss_centerness: loss configs.
         bbox_branch: widths of the 3×3 ConvModules of the optional 2D box branch (v2: ``(256,)``); None: no branch.
         loss_bbox2d: loss of the 2D box branch (v2: ``mmdet.GIoULoss``, weight 0.5); used only with ``bbox_branch``.
@@ -375,7 +375,7 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
     def get_candidates(self, cls_scores: List[Tensor], centers: List[Tensor], centernesses: List[Tensor],
                        embs: List[Tensor], score_thr: float = 0.04, max_per_img: int = 256) -> FCOSCandidates:
         """Test-time object queries: every (image, point, class) with ``sigmoid(cls)·sigmoid(ctr) ≥ score_thr``,
-        at most ``max_per_img`` per image (highest scores; fix of the batch-wide cap, spec §13.9)."""
+        at most ``max_per_img`` per image (highest scores; fix of the batch-wide cap, docs/method.md §13.9)."""
         cls = self.flatten(cls_scores).sigmoid()  # (B, M, C)
         ctr = self.flatten(centernesses).sigmoid()  # (B, M, 1)
         emb = self.flatten(embs)

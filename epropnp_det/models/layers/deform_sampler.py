@@ -1,4 +1,4 @@
-"""Multi-head deformable attention sampler of object queries (spec §3.6).
+"""Multi-head deformable attention sampler of object queries (docs/method.md §3.6).
 
 Per object ``i`` (image ``b_i``, reference point ``ctr_i``, detection-level stride ``σ_i``)::
 
@@ -15,13 +15,13 @@ x2d of the samples (coordinates in the **original** image, the frame of ``K``):
   ``img_transform`` T (original-continuous → augmented-continuous), exact for any ``loc``; for
   ``pixel_convention='v1'`` (K projects pixel centres to integers) 0.5 is subtracted.
 * ``x2d_mode='dense_map'`` (v1): bilinear sample of the stride-pooled dense x2d map with border padding, mask
-  sampled from the pooled dense mask with zero padding. Spec §13.8: outside the outermost pooled-cell centres the
-  coordinates are clamped (wrong) while the mask only ramps down over one cell, so partially weighted border
+  sampled from the pooled dense mask with zero padding. docs/method.md §13.8: outside the outermost pooled-cell centres
+  the coordinates are clamped (wrong) while the mask only ramps down over one cell, so partially weighted border
   points carry wrong x2d. Kept for reproduction only.
 
 Masks for ``homography`` mode (per axis, ``s`` = output stride, ``L`` = unpadded augmented image size):
 
-* ``mask_ramp='symmetric'`` (default; our fix of the asymmetric v2 ramp, §13.8): ``clamp(min(loc + s/2,
+* ``mask_ramp='symmetric'`` (default; our fix of the asymmetric v2 ramp, docs/method.md §13.8): ``clamp(min(loc + s/2,
   L + s/2 − loc) / s, 0, 1)``: 1 inside ``[s/2, L − s/2]``, linear to 0 half a cell outside the image, the same
   on both sides (this is what the v1 dense mask gives for a rectangular valid region).
 * ``mask_ramp='v2'``: ``min(clamp((loc − s/2)/s, 0, 1), clamp((L + s/2 − loc)/s, 0, 1))`` as published.
@@ -133,7 +133,7 @@ class EProPnPDeformableAttentionSampler(BaseModule):
         pixel_convention: ``'v2'`` (K maps to continuous coordinates) or ``'v1'`` (K maps pixel centres to
             integers: homography x2d get −0.5; the dense map must then already be in that convention).
         mask_ramp: ``'symmetric'`` (default) or ``'v2'``.
-        offset_init_gain: xavier-uniform gain of ``sampling_offsets`` (2.5, spec §3.9).
+        offset_init_gain: xavier-uniform gain of ``sampling_offsets`` (2.5, docs/method.md §3.9).
         ffn_cfg: mmcv FFN config (``embed_dims`` is set to C).
         norm_cfg: norm after the output projection and after the FFN.
     """

@@ -1,4 +1,4 @@
-"""Dense key / value maps for the deformable sampler (spec §3.5).
+"""Dense key / value maps for the deformable sampler (docs/method.md §3.5).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Dense depth branch of EPro-PnP-Det v2 (spec §10.12): an auxiliary loss that teaches the value map depth.
+"""Dense depth branch of EPro-PnP-Det v2 (docs/method.md §10.12): an auxiliary loss that teaches the value map depth.
 
 For every LiDAR point of every image (``cam_pts_uvz`` rows ``[u, v, z]``: K-projection in the ORIGINAL image,
 camera-frame depth in metres)::
@@ -15,8 +15,8 @@ Output layout of the last layer: mode-major, channel ``2·m`` = code of mode m, 
 original's layout, so its weights convert without reordering). Init: xavier-uniform weights, zero biases, and the
 mixture-logit rows of the last layer zeroed (uniform mixture at the start).
 
-Fix of spec §13.16: the original projects every LiDAR point of the original canvas into the augmented image and
-samples with border padding, so points that the crop removed are supervised with features of the nearest border
+Fix of docs/method.md §13.16: the original projects every LiDAR point of the original canvas into the augmented image
+and samples with border padding, so points that the crop removed are supervised with features of the nearest border
 cell (a wrong, clamped feature for a depth that is not visible). Here such points are **excluded** (masked out
 before sampling and not counted in the average); only points inside the unpadded augmented image contribute.
 """
@@ -92,7 +92,7 @@ class EProPnPDepthBranch(BaseModule):
 
     # ----------------------------------------------------------------------------------------------- points
     def select_points(self, cam_pts_uvz: Sequence[Tensor], K: Tensor, T: Tensor, img_wh: Tensor) -> DepthPoints:
-        """Map each image's LiDAR points into the augmented image and keep those inside it (§13.16 fix).
+        """Map each image's LiDAR points into the augmented image and keep those inside it (docs/method.md §13.16 fix).
 
         Args:
             cam_pts_uvz: per image (m_b, 3) ``[u, v, z]``, original-image K-projections (``pixel_convention``).
@@ -153,8 +153,8 @@ class EProPnPDepthBranch(BaseModule):
     @torch.no_grad()
     def predict_depth_maps(self, value_map: Tensor, K: Tensor, stride: float) -> Tensor:
         """Dense depth (metres, most probable mode) at every value-map cell centre ``((j + ½)·s, (i + ½)·s)`` of the
-        augmented image: (B, h, w) (the v2 ``depth`` view, spec §6.3). At cell centres the bilinear sample is the
-        cell's own feature."""
+        augmented image: (B, h, w) (the v2 ``depth`` view, docs/method.md §6.3). At cell centres the bilinear sample is
+        the cell's own feature."""
         B, _, h, w = value_map.shape
         ys, xs = torch.meshgrid((torch.arange(h, device=K.device, dtype=value_map.dtype) + 0.5) * stride,
                                 (torch.arange(w, device=K.device, dtype=value_map.dtype) + 0.5) * stride, indexing='ij')

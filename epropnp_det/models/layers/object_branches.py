@@ -1,4 +1,4 @@
-"""Object-level outputs from the sampler's object feature (spec §3.7).
+"""Object-level outputs from the sampler's object feature (docs/method.md §3.7).
 
 ::
 

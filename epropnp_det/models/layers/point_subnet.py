@@ -1,4 +1,4 @@
-"""Point-wise correspondence subnet: value samples → NOC coordinates and 2D weights (spec §3.8, init §3.9).
+"""Point-wise correspondence subnet: value samples → NOC coordinates and 2D weights (docs/method.md §3.8, init §3.9).
 
 For ``N`` objects with ``Hh`` heads of ``P`` points (``n = Hh·P`` correspondences, flattened head-major, i.e.
 index ``= head·P + point``)::
@@ -31,7 +31,7 @@ __all__ = ['GroupLinear', 'EProPnPPointSubnet', 'PointSubnetOutput', 'fibonacci_
 
 
 def fibonacci_sphere(num: int) -> Tensor:
-    """``num`` unit vectors spread over the sphere (spec §3.9 ``gen_unit_noc``): (num, 3).
+    """``num`` unit vectors spread over the sphere (docs/method.md §3.9 ``gen_unit_noc``): (num, 3).
 
     ``k = i + 0.5``, ``φ = arccos(1 − 2k/num)``, ``θ = π(1 + √5)k``, ``p = (cos θ sin φ, sin θ sin φ, cos φ)``.
     """

@@ -1,4 +1,4 @@
-"""Sine positional encoding of dense maps and of arbitrary continuous points (spec §3.5).
+"""Sine positional encoding of dense maps and of arbitrary continuous points (docs/method.md §3.5).
 
 Channel layout (both functions): ``[PE_y (num_feats), PE_x (num_feats)]``; inside each half the channels
 interleave ``sin`` (even index ``k``) and ``cos`` (odd index ``k``) of ``embed / 10000^(2·floor(k/2)/num_feats)``.

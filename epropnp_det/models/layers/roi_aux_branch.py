@@ -1,4 +1,4 @@
-"""Auxiliary dense losses on ground-truth RoIs (spec §5.6; v2 changes §10.11, §10.14).
+"""Auxiliary dense losses on ground-truth RoIs (docs/method.md §5.6; v2 changes §10.11, §10.14).
 
 For the ``G`` *active* gts (the unique gts among the object samples) with augmented 2D boxes
 ``rois = [img, x1, y1, x2, y2]`` (continuous px of the padded network input)::

@@ -1,4 +1,4 @@
-"""Multivariate diagonal (MVD) Gaussian-mixture negative log-likelihood (spec §5.6, §10.14).
+"""Multivariate diagonal (MVD) Gaussian-mixture negative log-likelihood (docs/method.md §5.6, §10.14).
 
 For a prediction with ``M`` mixture components along ``dim`` (default 1) and ``D`` coordinates in the last dim,
 per remaining position (e.g. RoI cell)::
@@ -98,7 +98,7 @@ def mvd_gaussian_mixture_nll(pred: Tensor, target: Optional[Tensor], logstd: Ten
 @MODELS.register_module()
 class MVDGaussianMixtureNLLLoss(nn.Module):
     """Multivariate-diagonal Gaussian-mixture NLL with optional Huber robustification, shared σ and adaptive
-    weighting (module docstring; spec §5.6 ``loss_proj``, §10.11–14 v2 ``loss_regr`` / ``loss_depth``).
+    weighting (module docstring; docs/method.md §5.6 ``loss_proj``, §10.11–14 v2 ``loss_regr`` / ``loss_depth``).
 
     Constructor (stable signature; keyword names follow the reference except ``delta=None`` for "quadratic")::
 

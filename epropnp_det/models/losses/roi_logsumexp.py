@@ -1,4 +1,4 @@
-"""Log-sum-exp / log-softmax of per-RoI maps across overlapping RoIs of the same image (spec Appendix C).
+"""Log-sum-exp / log-softmax of per-RoI maps across overlapping RoIs of the same image (docs/method.md Appendix C).
 
 A RoI map ``X_i`` (c, rh, rw) holds one value per RoIAlign cell of box ``i`` (``aligned=True``: the centre of cell
 ``(r, k)`` is at ``x1 + (k + 0.5)·w/rw, y1 + (r + 0.5)·h/rh`` in image pixels). For every cell of RoI ``i`` and
@@ -8,8 +8,8 @@ evaluated at the cell's image location by bilinear interpolation of its cell gri
 inside box ``j``; the output is the log-sum-exp over ``{X_i} ∪ {X_j resampled}`` per cell and channel.
 
 The map from ``i``-normalised to ``j``-normalised coordinates (``[-1, 1]`` across the box) is affine per axis:
-``g_j = (w_i / w_j)·g_i + 2·(cx_i − x1_j)/w_j − 1`` (``cx_i`` = centre of box ``i``), which is what Appendix C's
-intersection-box formula reduces to.
+``g_j = (w_i / w_j)·g_i + 2·(cx_i − x1_j)/w_j − 1`` (``cx_i`` = centre of box ``i``), which is what
+docs/method.md Appendix C's intersection-box formula reduces to.
 
 Unlike the reference (a Python loop over images and RoIs), every overlapping ordered pair ``(i, j)`` of the batch
 is resampled in ONE ``affine_grid`` + ``grid_sample`` call, and the per-``i`` reduction is a scatter

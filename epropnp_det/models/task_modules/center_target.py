@@ -1,4 +1,4 @@
-"""Analytic "volume centre" targets of the 2D reference points (spec §5.1, pure-PyTorch replacement).
+"""Analytic "volume centre" targets of the 2D reference points (docs/method.md §5.1, pure-PyTorch replacement).
 
 The target reference point of an object is the centroid of its silhouette on the augmented feature grid,
 weighted by the box's camera-z thickness along each pixel ray (so the centre of mass of the visible volume, not
@@ -19,8 +19,8 @@ the rays directly through the feature cells (optionally ``supersample``² rays p
 limit of that procedure without the resampling blur. Rasterisation of convex boxes ≡ slab test, except for rays
 grazing triangle edges.
 
-Fix of spec §13.6: invalid objects are not silently removed; :meth:`EProPnPVolumeCenter.get_targets` returns the
-validity masks and the number of dropped objects, which the head logs.
+Fix of docs/method.md §13.6: invalid objects are not silently removed; :meth:`EProPnPVolumeCenter.get_targets` returns
+the validity masks and the number of dropped objects, which the head logs.
 """
 from typing import List, NamedTuple, Sequence, Tuple
 

@@ -1,4 +1,4 @@
-"""Camera-aware linear depth coder of the v2 dense depth branch (spec §10.12).
+"""Camera-aware linear depth coder of the v2 dense depth branch (docs/method.md §10.12).
 
 ``decode(code, f) = (code·depth_std + depth_mean) · f / focal_ref`` and its inverse
 ``encode(z, f) = (z · focal_ref / f − depth_mean) / depth_std``, with ``f = (fx + fy)/2`` the focal length of the

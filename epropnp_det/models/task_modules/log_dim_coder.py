@@ -1,4 +1,4 @@
-"""Class-specific log-dimension coder (spec §3.7).
+"""Class-specific log-dimension coder (docs/method.md §3.7).
 
 ``encode(d, c) = (log d − log mean_c) / (std_c / mean_c)``, ``decode(e, c) = exp(e·std_c/mean_c + log mean_c)``,
 dims ordered ``[l, h, w]`` in metres (object-local x, y, z extents).

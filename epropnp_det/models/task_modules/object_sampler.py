@@ -1,4 +1,4 @@
-"""Object sampler: which FCOS foreground locations become object queries in training (spec §5.3).
+"""Object sampler: which FCOS foreground locations become object queries in training (docs/method.md §5.3).
 
 Over the ``M`` points of a batch (all detection levels of all images), with ``N = num_per_img·B`` draws, of which
 ``n_u = min(round(r·N), #fg)`` are uniform over the foreground without replacement and ``n_r = N − n_u`` follow

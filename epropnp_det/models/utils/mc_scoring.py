@@ -1,8 +1,8 @@
-"""Monte Carlo 3D scoring at test time (spec §6.2, ``mc_scoring_ratio``).
+"""Monte Carlo 3D scoring at test time (docs/method.md §6.2, ``mc_scoring_ratio``).
 
 The Monte-Carlo forward of the PnP layer gives, per object, K weighted pose samples ``y_k`` (self-normalised
 importance weights ``w_k = softmax(logw)_k``) and the solver's pose ``y*``. The "te" score of a pose is the training
-target of the 3D score (spec §5.5), ``s(te) = clamp((2.5 − log2 te)/4, 0, 1)`` of its BEV translation error
+target of the 3D score (docs/method.md §5.5), ``s(te) = clamp((2.5 − log2 te)/4, 0, 1)`` of its BEV translation error
 ``te = ‖y[x, z] − y*[x, z]‖``; its posterior expectation measures how concentrated the pose distribution is around
 the solution::
 

@@ -1,11 +1,11 @@
-"""Inference post-processing geometry (spec §6.3): projected 2D boxes and rotated BEV NMS.
+"""Inference post-processing geometry (docs/method.md §6.3): projected 2D boxes and rotated BEV NMS.
 
 Fixes relative to the published code:
 
-* spec §13.21: the original writes every near-plane edge intersection into the slot of the behind-camera corner,
-  so a corner with 2–3 clipped edges keeps only one intersection and boxes crossing ``z = near`` can come out too
-  small. Here every edge crossing the plane contributes its own intersection point (12 edge slots + 8 corners).
-* spec §13.1: the original BEV NMS returns nothing when the whole batch holds ≤ 1 box (a lone detection was
+* docs/method.md §13.21: the original writes every near-plane edge intersection into the slot of the behind-camera
+  corner, so a corner with 2–3 clipped edges keeps only one intersection and boxes crossing ``z = near`` can come out
+  too small. Here every edge crossing the plane contributes its own intersection point (12 edge slots + 8 corners).
+* docs/method.md §13.1: the original BEV NMS returns nothing when the whole batch holds ≤ 1 box (a lone detection was
   dropped). Here a single box is kept.
 
 Box convention: ``[l, h, w, x, y, z, yaw]``, geometric centre, camera frame (docs/method.md §0.1). Box corners

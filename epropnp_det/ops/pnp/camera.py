@@ -1,4 +1,4 @@
-"""Perspective projection with analytic pose Jacobians (spec §2.2).
+"""Perspective projection with analytic pose Jacobians (docs/method.md §2.2).
 
 **Convention**: ``X_cam = R · x3d_obj + t`` (see :mod:`.rotation`), ``h = K · X_cam``, ``z = max(h_z, z_min)``,
 ``x2d = clamp(h_xy / z, lb, ub)`` in pixels of the original image. ``K`` must have last row ``[0, 0, 1]``.

@@ -34,13 +34,13 @@ __all__ = ['adaptive_huber_delta', 'huber_cost', 'robust_cost', 'evaluate_pnp', 
 
 @fp32
 def adaptive_huber_delta(x2d: Tensor, w2d: Tensor, relative_delta: Union[float, Tensor] = 0.5) -> Tensor:
-    """Adaptive Huber threshold ``δ = mean(w2d) · sqrt(var(u) + var(v)) · relative_delta`` (spec §2.3).
+    """Adaptive Huber threshold ``δ = mean(w2d) · sqrt(var(u) + var(v)) · relative_delta`` (docs/method.md §2.3).
 
     Args:
         x2d: (*, N, n, 2) pixels; variances are unbiased, over the n points.
         w2d: (*, N, n, 2) weights; mean over points and both axes.
         relative_delta: scale factor (0.5 in every config): a float, or a 0-dim tensor through which δ is
-            differentiable (the head's optional learnable ``exp(log_rel_delta)``, spec §10.15).
+            differentiable (the head's optional learnable ``exp(log_rel_delta)``, docs/method.md §10.15).
 
     Returns:
         (*, N) δ, differentiable w.r.t. both inputs (detach them first for the v1 behaviour). Degenerate inputs
@@ -95,7 +95,7 @@ def evaluate_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Ca
                  out_jacobian: bool = False, out_residual: bool = False, out_cost: bool = False,
                  clip_jac: bool = True, robust: str = 'huber'
                  ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """Project, then compute the requested IRLS residual / Jacobian / cost (spec §2.3, ``evaluate_pnp``).
+    """Project, then compute the requested IRLS residual / Jacobian / cost (docs/method.md §2.3, ``evaluate_pnp``).
 
     Args:
         x3d, x2d, w2d, pose, camera, delta: see module docstring.

@@ -1,8 +1,8 @@
-"""Proposal distributions of the AMIS Monte-Carlo PnP (spec §2.8–2.10), in plain torch.
+"""Proposal distributions of the AMIS Monte-Carlo PnP (docs/method.md §2.8–2.10), in plain torch.
 
 Every sampler takes an optional ``torch.Generator`` and uses only ``torch.randn`` / ``torch.rand`` with it, so a
-seeded generator reproduces the draws bit for bit on one device, and nothing leaves the device (this fixes spec
-§13.18: the original drew the von Mises part with the global NumPy RNG and a GPU→CPU round trip per AMIS
+seeded generator reproduces the draws bit for bit on one device, and nothing leaves the device (this fixes
+docs/method.md §13.18: the original drew the von Mises part with the global NumPy RNG and a GPU→CPU round trip per AMIS
 iteration). There is no data-dependent loop length: the von Mises rejection sampler runs a fixed number of
 vectorised rounds.
 
@@ -53,7 +53,7 @@ def tril_solve(L: Tensor, b: Tensor) -> Tensor:
 def cholesky_with_fallback(mat: Tensor, default_diag: Sequence[float]) -> Tensor:
     """Batched Cholesky factor of (*, p, p) SPD matrices; failing or non-finite ones get ``diag(default_diag)``.
 
-    ``default_diag`` is the diagonal of the substituted **lower-triangular factor** (spec §2.8: ``[1, 1, 4]``
+    ``default_diag`` is the diagonal of the substituted **lower-triangular factor** (docs/method.md §2.8: ``[1, 1, 4]``
     for the translation, i.e. covariance ``diag(1, 1, 16)``). No per-matrix Python loop and no host
     synchronisation: for p ≤ 4 (every proposal) the factorisation is unrolled into element-wise ops, which a CUDA
     graph can capture and which beat batched LAPACK/cuSOLVER calls on millions of tiny matrices; larger p use
@@ -96,7 +96,7 @@ def log_i0(kappa: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MultivariateStudentT:
-    """Multivariate Student-t with integer ``df`` (spec §2.9).
+    """Multivariate Student-t with integer ``df`` (docs/method.md §2.9).
 
     Attributes:
         loc: (*, p) mode (metres for the translation proposal).
@@ -187,7 +187,8 @@ def sample_von_mises(loc: Tensor, kappa: Tensor, sample_shape: _Shape = (),
 
 @dataclass(frozen=True)
 class VonMisesUniformMix:
-    """Yaw proposal ``(1 − a)·VonMises(loc, κ) + a·Uniform(−π, π)`` with ``a = uniform_mix = 0.25`` (spec §2.9).
+    """Yaw proposal ``(1 − a)·VonMises(loc, κ) + a·Uniform(−π, π)`` with ``a = uniform_mix = 0.25``
+    (docs/method.md §2.9).
 
     Attributes:
         loc: (*batch) mode, radians (any real; the density is 2π-periodic).
@@ -225,7 +226,7 @@ class VonMisesUniformMix:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AngularCentralGaussian:
-    """Angular central Gaussian on the unit sphere S^(q-1) (spec §2.9; q = 4 for quaternions).
+    """Angular central Gaussian on the unit sphere S^(q-1) (docs/method.md §2.9; q = 4 for quaternions).
 
     Attributes:
         scale_tril: (*batch, q, q) lower-triangular factor ``L`` of ``Σ`` (only the shape of Σ matters: the

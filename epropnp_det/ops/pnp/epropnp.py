@@ -1,6 +1,6 @@
 """EPro-PnP: the pose posterior ``p(y | X) ∝ exp(−cost(y))`` by adaptive multiple importance sampling (AMIS).
 
-Paper Algorithm 1 / spec §2.7–2.10. Given correspondences (x3d, x2d, w2d) the layer
+Paper Algorithm 1 / docs/method.md §2.7–2.10. Given correspondences (x3d, x2d, w2d) the layer
 
 1. finds the mode ``y*`` and the Laplace covariance with the LM solver (:func:`.solver.solve_pnp`, RSLM init,
    optionally competing with ``pose_init``, e.g. the ground truth in training),
@@ -13,17 +13,18 @@ Paper Algorithm 1 / spec §2.7–2.10. Given correspondences (x3d, x2d, w2d) the
 ``logsumexp(logw) − log K`` estimates ``log ∫ exp(−cost(y)) dy``, the normaliser needed by the KL loss
 (:mod:`.losses`).
 
-Proposals (4-DoF, spec §2.8): translation = multivariate Student-t (ν = 3); yaw = 0.75 von Mises + 0.25 uniform.
-6-DoF (§2.10): translation as 4-DoF, rotation = angular central Gaussian on unit quaternions.
+Proposals (4-DoF, docs/method.md §2.8): translation = multivariate Student-t (ν = 3); yaw = 0.75 von Mises + 0.25
+uniform.
+6-DoF (docs/method.md §2.10): translation as 4-DoF, rotation = angular central Gaussian on unit quaternions.
 
 Shapes: ``N`` objects, ``n`` points, ``K`` samples; ``x3d (N, n, 3)`` metres, object frame; ``x2d (N, n, 2)``
 pixels (original image); ``w2d (N, n, 2)``; poses camera frame ``[x, y, z, yaw]`` (4-DoF) or
 ``[x, y, z, w, i, j, k]`` (6-DoF); ``delta (N,)`` Huber threshold.
 
 Differences from the reference (fixes): all sampling is torch with an optional ``torch.Generator`` and there is no
-host/device synchronisation inside the AMIS loop (§13.18); nothing is stored on the module between calls
-(§13.13); the Cholesky fallback is batched (no per-matrix Python loop); the sampled-cost evaluation is a fused,
-chunked autograd function (:func:`sampled_pnp_cost`) whose memory does not grow with ``K·N·n``.
+host/device synchronisation inside the AMIS loop (docs/method.md §13.18); nothing is stored on the module between calls
+(docs/method.md §13.13); the Cholesky fallback is batched (no per-matrix Python loop); the sampled-cost evaluation is a
+fused, chunked autograd function (:func:`sampled_pnp_cost`) whose memory does not grow with ``K·N·n``.
 """
 import math
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ __all__ = ['exclude_nonfinite', 'sampled_pnp_cost', 'Proposal4DoF', 'Proposal6Do
 # =============================================================================================================
 # Proposals
 # =============================================================================================================
-# κ from the Laplace variance and from the weighted mean resultant length (spec §2.8): 0.33 widens the proposal
+# κ from the Laplace variance and from the weighted mean resultant length (docs/method.md §2.8): 0.33 widens the
+# proposal
 _KAPPA_SCALE = 0.33
 _KAPPA_EPS = 1e-5
 
@@ -78,7 +80,7 @@ class Proposal4DoF:
     kappa: Tensor
 
     dof = 4
-    trans_fallback = (1.0, 1.0, 4.0)  # spec §2.8: substituted tril diag (covariance diag(1, 1, 16))
+    trans_fallback = (1.0, 1.0, 4.0)  # docs/method.md §2.8: substituted tril diag (covariance diag(1, 1, 16))
 
     def sample(self, num: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """(num, N, 4) samples (for unstacked proposals); the first ``round(num/4)`` yaws are uniform."""
@@ -100,7 +102,8 @@ class Proposal4DoF:
 
     @classmethod
     def estimate(cls, samples: Tensor, weights: Tensor) -> 'Proposal4DoF':
-        """Weighted fit: samples (M, N, 4), weights (M, N) summing to one over M (spec §2.8 ``estimate_params``)."""
+        """Weighted fit: samples (M, N, 4), weights (M, N) summing to one over M (docs/method.md §2.8
+        ``estimate_params``)."""
         mu, tril = _weighted_translation(samples[..., :3], weights, cls.trans_fallback)
         yaw = samples[..., 3]
         m_sin, m_cos = (weights * torch.sin(yaw)).sum(dim=0), (weights * torch.cos(yaw)).sum(dim=0)
@@ -136,7 +139,7 @@ class Proposal6DoF:
 
     @staticmethod
     def _acg_tril(sigma: Tensor) -> Tensor:
-        # dispersion floor det(Σ)^(1/4)·1e-3·I keeps the factor well conditioned (spec §2.10)
+        # dispersion floor det(Σ)^(1/4)·1e-3·I keeps the factor well conditioned (docs/method.md §2.10)
         eye = torch.eye(4, dtype=sigma.dtype, device=sigma.device)
         det = torch.linalg.det(sigma).clamp(min=0)
         sigma = sigma + det.pow(0.25)[..., None, None] * 1e-3 * eye
@@ -156,7 +159,7 @@ class Proposal6DoF:
 
     @classmethod
     def estimate(cls, samples: Tensor, weights: Tensor, eps: float = 1e-5) -> 'Proposal6DoF':
-        """Weighted fit (spec §2.10): translation as 4-DoF; ACG MLE by 3 fixed-point iterations from Σ = I."""
+        """Weighted fit (docs/method.md §2.10): translation as 4-DoF; ACG MLE by 3 fixed-point iterations from Σ = I."""
         mu, trans_tril = _weighted_translation(samples[..., :3], weights, cls.trans_fallback)
         q = samples[..., 3:]  # (M, N, 4)
         eye4 = torch.eye(4, dtype=q.dtype, device=q.device)
@@ -243,7 +246,7 @@ def amis(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Ten
          num_samples: int = 512, num_iter: int = 4, generator: Optional[torch.Generator] = None,
          chunk_elems: Optional[int] = None, backend: str = 'default',
          robust: str = 'huber') -> Tuple[Tensor, Tensor, object]:
-    """Adaptive multiple importance sampling (paper Algorithm 1, spec §2.7) from a first proposal.
+    """Adaptive multiple importance sampling (paper Algorithm 1, docs/method.md §2.7) from a first proposal.
 
     Args:
         x3d, x2d, w2d, camera, delta: the problem (x3d in the frame of the proposal, e.g. centred).
@@ -387,7 +390,7 @@ class EProPnPBase(nn.Module):
     Args:
         mc_samples: K, Monte-Carlo samples per object (512 in v1-basic, 128 in v1b/v2).
         num_iter: AMIS rounds (4); ``mc_samples`` must be divisible by it.
-        normalize: centre x3d before solving/sampling (spec §2.6; all configs use True).
+        normalize: centre x3d before solving/sampling (docs/method.md §2.6; all configs use True).
         relative_delta: adaptive Huber δ factor used when no ``delta`` is passed.
         solver_cfg: keyword arguments of :func:`.solver.solve_pnp` for the training solve
             (default: 10 trust-region LM iterations after RSLM init).
@@ -469,7 +472,7 @@ class EProPnPBase(nn.Module):
                             delta: Optional[Tensor] = None, pose_init: Optional[Tensor] = None,
                             force_init_solve: bool = True, generator: Optional[torch.Generator] = None,
                             mc_samples: Optional[int] = None, **solver_kwargs) -> PoseSamples:
-        """Solve, then sample the pose posterior with AMIS (spec §2.7).
+        """Solve, then sample the pose posterior with AMIS (docs/method.md §2.7).
 
         Args:
             x3d: (N, n, 3) metres, object frame. x2d: (N, n, 2) pixels. w2d: (N, n, 2) weights.

@@ -4,7 +4,7 @@ Why this file exists: the solvers evaluate 10⁶–10⁷ point residuals per cal
 over tensors whose innermost dims are tiny (2, 3, 4: per-point xy, per-object 4×4 matrices) or broadcast in
 several dims are many times slower than over long contiguous rows. So everything here is **planar**: every
 per-point quantity is a separate ``(*, N, n)`` tensor and every per-object matrix entry a separate ``(*, N)``
-tensor ("plane"); small matrices are Python lists of planes. The tricks, all exact rewrites of spec §2.2-2.3:
+tensor ("plane"); small matrices are Python lists of planes. The tricks, all exact rewrites of docs/method.md §2.2-2.3:
 
 * **Folded projection.** Per pose the rows ``h = K·(R x + t)`` and (for Jacobians) ``g_k = K·(∂R/∂θ_k) x`` are
   affine in the object point ``x``; their coefficients are computed per pose (4-DoF: closed form; 6-DoF:

@@ -1,4 +1,4 @@
-"""Monte-Carlo KL pose loss (paper eq. 5–7, spec §2.11), torch only.
+"""Monte-Carlo KL pose loss (paper eq. 5–7, docs/method.md §2.11), torch only.
 
 With the pose density ``p(y | X) = exp(−cost(y)) / Z``, ``Z = ∫ exp(−cost(y)) dy``, the KL divergence from the
 target Dirac at ``y_gt`` is, up to the target's (constant) entropy, ``cost(y_gt) + log Z``. AMIS
@@ -6,7 +6,7 @@ target Dirac at ``y_gt`` is, up to the target's (constant) entropy, ``cost(y_gt)
 ``logsumexp_k(logw_k) − log K``. The gradient is eq. (7):
 ``∂L/∂θ = ∂cost(y_gt)/∂θ − E_{y~p}[∂cost(y)/∂θ]`` (self-normalised importance-sampling estimate).
 
-Fixes w.r.t. the reference (spec §13.4): the ``−log K`` constant is included, so the value is the KL estimate
+Fixes w.r.t. the reference (docs/method.md §13.4): the ``−log K`` constant is included, so the value is the KL estimate
 itself (comparable across ``mc_samples`` settings); non-finite per-object terms are excluded **and counted**
 (returned as ``num_nonfinite``) instead of being silently set to zero.
 """
@@ -78,7 +78,7 @@ def monte_carlo_kl_loss(cost_target: Tensor, logw: Tensor, weight: Optional[Tens
 
 
 class MonteCarloPoseLoss(nn.Module):
-    """Monte-Carlo KL pose loss with the running normalisation of spec §2.11 (torch only).
+    """Monte-Carlo KL pose loss with the running normalisation of docs/method.md §2.11 (torch only).
 
     ``forward`` returns ``loss_weight · monte_carlo_kl_loss(...) / norm_factor``. The buffer ``norm_factor``
     (init 1) is an EMA of the batch's mean predicted weight scale: in training mode, when ``batch_norm_factor`` is

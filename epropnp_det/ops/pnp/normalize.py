@@ -1,4 +1,4 @@
-"""Centring normalisation of PnP problems (spec §2.6).
+"""Centring normalisation of PnP problems (docs/method.md §2.6).
 
 ``offset = mean(x3d.detach())`` over the points; ``x3d_n = x3d − offset`` and the pose maps as
 ``t_n = t + R·offset`` (rotation unchanged), inverse ``t = t_n − R·offset``. The map has unit Jacobian determinant

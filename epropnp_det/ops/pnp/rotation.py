@@ -1,4 +1,4 @@
-"""Rotation helpers (spec §0.1, §2.1, §2.2).
+"""Rotation helpers (docs/method.md §0.1, §2.1, §2.2).
 
 **Convention**: column vectors, ``X_cam = R · X_obj + t``. Camera frame is OpenCV (+x right, +y down, +z forward).
 Yaw rotates about the camera +y axis::
@@ -54,7 +54,8 @@ def skew(vec: Tensor) -> Tensor:
 
 
 def quaternion_tangent_matrix(quat: Tensor) -> Tensor:
-    """(..., 4) ``[w, i, j, k]`` -> (..., 4, 3) ``T(q) = [[i,j,k],[-w,-k,j],[k,-w,-i],[-j,i,-w]]`` (spec §2.2)."""
+    """(..., 4) ``[w, i, j, k]`` -> (..., 4, 3) ``T(q) = [[i,j,k],[-w,-k,j],[k,-w,-i],[-j,i,-w]]``
+    (docs/method.md §2.2)."""
     w, i, j, k = quat.unbind(-1)
     return torch.stack([i, j, k, -w, -k, j, k, -w, -i, -j, i, -w], dim=-1).reshape(*quat.shape[:-1], 4, 3)
 

@@ -1,5 +1,6 @@
-"""Batched PnP solvers: trust-region Levenberg-Marquardt, safeguarded Gauss-Newton, RSLM initialiser (spec §2.4-2.5)
-and the differentiable Gauss-Newton step of the derivative regularisation (spec §2.12).
+"""Batched PnP solvers: trust-region Levenberg-Marquardt, safeguarded Gauss-Newton, RSLM initialiser
+(docs/method.md §2.4-2.5) and the differentiable Gauss-Newton step of the derivative regularisation
+(docs/method.md §2.12).
 
 API summary (shapes: ``N`` objects, ``n`` points; ``D`` = 4 ``[x, y, z, yaw]`` or 7 ``[x, y, z, w, i, j, k]``;
 ``T`` = 4 or 6 tangent dims; poses in the camera frame, metres/radians; ``x3d`` object frame metres,
@@ -26,15 +27,15 @@ Everything runs batched over objects (and RSLM proposals) without host synchroni
 run as ``torch.compile``-fused kernels over the whole batch instead; compilation is opt-in (the default backend
 ``'default'`` never compiles, so a first call takes seconds, not minutes).
 
-Differences from the reference (spec §13.11-13, all fixes):
+Differences from the reference (docs/method.md §13.11-13, all fixes):
 
-* The trust-region radius is clamped to ``[eps, 1e16]`` **after** the failure division (§13.12).
+* The trust-region radius is clamped to ``[eps, 1e16]`` **after** the failure division (docs/method.md §13.12).
 * Fast mode is Gauss-Newton with a safeguard: a step is accepted only if the cost at the new pose is finite and
   not larger, otherwise the pose is kept and the next step of that object is damped (``+ μ·diag(A)``,
   μ ×10 on rejection, /10 on acceptance). Steps of well-behaved objects are the plain GN steps.
 * Cost, covariance and ``J̃ᵀJ̃`` always belong to the returned pose (the reference's fast mode returned them one
   GN step stale); this costs one extra evaluation per solve.
-* RSLM samples points uniformly for objects whose weights are all zero (the reference crashed, §13.11).
+* RSLM samples points uniformly for objects whose weights are all zero (the reference crashed, docs/method.md §13.11).
 * RSLM subsets are drawn by successive sampling from ``2m`` inverse-CDF draws (:func:`sample_subsets`, 10× faster
   than ``torch.multinomial``; same distribution) instead of the exponential race of ``torch.multinomial``. When the
   weights are so concentrated that fewer than ``m`` distinct points come up, the subset is smaller (the missing
@@ -42,7 +43,7 @@ Differences from the reference (spec §13.11-13, all fixes):
 * Linear systems use a Jacobi-scaled, pivot-floored unrolled LDLᵀ (:mod:`.linalg`): no exceptions, no host sync,
   no NaN for singular systems. Steps that are non-finite or move the translation beyond ``MAX_TRANSLATION`` (1e6 m) are
   rejected.
-* Nothing is stored between calls (§13.13); all randomness comes from the optional ``generator``.
+* Nothing is stored between calls (docs/method.md §13.13); all randomness comes from the optional ``generator``.
 """
 import math
 from typing import Optional, Tuple
@@ -96,13 +97,14 @@ def lm_solve(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: Camera
              num_iter: int = 10, fast_mode: bool = False, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
     """Run ``num_iter`` iterations (no early exit) from ``pose``; no grad is needed (call under ``no_grad``).
 
-    Trust-region LM (``fast_mode=False``, Jacobian clipped) per spec §2.4 with the radius fix, or safeguarded
+    Trust-region LM (``fast_mode=False``, Jacobian clipped) per docs/method.md §2.4 with the radius fix, or safeguarded
     Gauss-Newton (``fast_mode=True``, Jacobian not clipped), see the module docstring.
 
     Args:
         x3d: (*, N, n, 3); x2d, w2d: (*, N, n, 2); pose: (*, N, D) start; camera (N, ...); delta: (N,) or (*, N).
         **kwargs: ``eps=1e-5, min_lm_diagonal=1e-6, max_lm_diagonal=1e32, min_relative_decrease=1e-3,
-            initial_trust_region_radius=30.0, max_trust_region_radius=1e16`` (the original's defaults, docs/method.md §2.4).
+            initial_trust_region_radius=30.0, max_trust_region_radius=1e16`` (the original's defaults,
+            docs/method.md §2.4).
 
     Returns:
         pose (*, N, D), cost (*, N) and ``J̃ᵀJ̃`` (*, N, T, T), the last two evaluated at the returned pose.
@@ -232,7 +234,7 @@ def _lm_iteration(prep: Prepared, pose: Tensor, A, g, cost: Tensor, ctrl: Tuple[
         model_change = sum(-step[i] * (0.5 * sum(A[i][j] * step[j] for j in range(T)) + g[i]) for i in range(T))
         rel = (cost - cost_new) / model_change
         success = ok & (rel >= min_relative_decrease) & (model_change > 0)
-        # Ceres-style update; the clamp comes after both branches (fixes spec §13.12)
+        # Ceres-style update; the clamp comes after both branches (fixes docs/method.md §13.12)
         grow = (1 - (2 * rel - 1) ** 3).clamp(min=1 / 3)
         radius = torch.where(success, radius / torch.where(success, grow, 1.), radius / decrease)
         radius = radius.clamp(eps, max_trust_region_radius)
@@ -248,7 +250,7 @@ def _lm_iteration(prep: Prepared, pose: Tensor, A, g, cost: Tensor, ctrl: Tuple[
 
 
 def center_based_init(x3d: Tensor, x2d: Tensor, camera: CameraParams, dof: int = 4) -> Tensor:
-    """Translation from the 2D/3D spreads (spec §2.5 step 2), using all points.
+    """Translation from the 2D/3D spreads (docs/method.md §2.5 step 2), using all points.
 
     ``x̂ = K⁻¹[u, v, 1]`` (normalised coordinates); 4-DoF: ``t = [μ_x, μ_y, 1]·σ3d_y / max(σ2d_y, 1e-6)``;
     6-DoF: ``t = [μ, 1]·sqrt(2/3)‖σ3d‖ / max(‖σ2d‖, 1e-6)`` (unbiased stds over points).
@@ -360,7 +362,7 @@ def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
               num_proposals: int = 64, num_iter: int = 3, dof: int = 4, fast_mode: bool = False,
               generator: Optional[torch.Generator] = None, backend: str = 'default', robust: str = 'huber',
               **lm_kwargs) -> Tuple[Tensor, Tensor]:
-    """Random-sample LM initialiser (spec §2.5), no grad.
+    """Random-sample LM initialiser (docs/method.md §2.5), no grad.
 
     For each object, ``num_proposals`` subsets of ``num_points`` distinct points are drawn with probability
     ∝ mean(w2d) over xy (uniform for all-zero weights; :func:`sample_subsets`); each starts from the
@@ -414,7 +416,7 @@ def gn_step(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraP
     """Differentiable Gauss-Newton step ``Δy = −(J̃ᵀJ̃ + eps I)⁻¹ J̃ᵀr̃`` at ``pose`` (*, N, D) -> (*, N, T).
 
     Gradients flow to x3d, x2d, w2d and delta through the Jacobian (including the clamped ``z``/``x2d``), the
-    residual and the IRLS weight (spec §2.4 ``gn_step``, §2.3).
+    residual and the IRLS weight (docs/method.md §2.4 ``gn_step``, §2.3).
     """
     A, g, _ = normal_equations_planes(prepare(x3d, x2d, w2d), pose, camera, delta, clip_jac=clip_jac,
                                       robust=check_robust(robust))
@@ -426,7 +428,8 @@ def gn_step(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraP
 def compute_pose_plus(x3d: Tensor, x2d: Tensor, w2d: Tensor, pose: Tensor, camera: CameraParams, delta: Tensor,
                       normalize: bool = True, eps: float = 1e-5, clip_jac: bool = True,
                       robust: str = 'huber') -> Tensor:
-    """``y⁺`` = ``pose`` (detached) plus one differentiable GN step, with the normalisation order of spec §2.12.
+    """``y⁺`` = ``pose`` (detached) plus one differentiable GN step, with the normalisation order of
+    docs/method.md §2.12.
 
     With ``normalize``: centre x3d (offset detached), map ``pose`` to the normalised frame, step there
     (``y⁺_n = y*_n + Δy``), then denormalise with ``y⁺``'s own rotation (``t⁺ = t⁺_n − R(yaw⁺)·offset``), so the
@@ -521,7 +524,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
               init_num_iter: int = 3, generator: Optional[torch.Generator] = None, check_finite: bool = True,
               backend: str = 'default', with_free_solution: bool = False, robust: str = 'huber',
               **lm_kwargs) -> PnPSolution:
-    """Solve a batch of PnP problems (spec §2.4 ``LMSolver.forward``).
+    """Solve a batch of PnP problems (docs/method.md §2.4 ``LMSolver.forward``).
 
     Args:
         x3d: (N, n, 3) metres, object frame. x2d: (N, n, 2) pixels. w2d: (N, n, 2) weights (≥ 0).
@@ -532,7 +535,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
             the lower cost.
         with_cov: return the Laplace covariance at the returned pose.
         with_pose_plus: also return ``compute_pose_plus`` (differentiable; everything else is detached).
-        normalize: centre x3d during the solve (spec §2.6); results are returned in the caller's frame.
+        normalize: centre x3d during the solve (docs/method.md §2.6); results are returned in the caller's frame.
         num_iter: LM/GN iterations after initialisation (10 in training, 5 GN steps at test time).
         fast_mode: safeguarded Gauss-Newton without Jacobian clipping (inference) instead of trust-region LM.
         dof: 4 (``[x, y, z, yaw]``) or 6 (``[x, y, z, w, i, j, k]``).
@@ -545,7 +548,7 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
             final LM/GN loop then or when ``N·n·num_iter ≥ 2¹⁸``. Same results up to float rounding.
         with_free_solution: with ``pose_init`` and ``force_init_solve``, also iterate from the RSLM result alone
             and return that solution as ``pose_free``: the solution of an independent solve without ``pose_init``
-            (as the derivative regularisation needs, spec §2.12), sharing this call's RSLM draws. Both LM runs
+            (as the derivative regularisation needs, docs/method.md §2.12), sharing this call's RSLM draws. Both LM runs
             are one batch of 2N problems, which costs much less than a second call when the loop is
             dispatch-bound (small N·n, eager).
         robust: ``'huber'`` (default) or ``'cauchy'`` robust cost (:mod:`.robust`).

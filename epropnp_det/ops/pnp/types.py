@@ -1,7 +1,7 @@
 """Immutable containers passed between the PnP operators.
 
 Everything is a frozen dataclass of tensors: cameras and solutions are passed as arguments and returned as
-values, never stored on modules between calls (this fixes spec §13.13, where the original stored camera and
+values, never stored on modules between calls (this fixes docs/method.md §13.13, where the original stored camera and
 cost parameters on shared modules before every solve).
 
 Shapes: ``N`` objects, ``D`` pose parameters (4: ``[x, y, z, yaw]``; 7: ``[x, y, z, w, i, j, k]``), ``T`` tangent
@@ -51,7 +51,7 @@ class CameraParams:
     @classmethod
     def from_image_shape(cls, cam_mats: Tensor, img_hw: Union[Tensor, Sequence], convention: str = 'v1',
                          allowed_border: float = 200., z_min: float = 0.1) -> 'CameraParams':
-        """Build the camera with the clamp bounds of spec §2.2 / §0.2.
+        """Build the camera with the clamp bounds of docs/method.md §2.2 / §0.2.
 
         Args:
             cam_mats: (N, 3, 3) original intrinsics.
@@ -121,7 +121,7 @@ class PnPSolution:
             normalised parameters; it is mapped back to the caller's frame by the linearised change of variables
             (:func:`~epropnp_det.ops.pnp.normalize.pnp_denormalize_cov`); ``eps·I`` is added in the normalised
             frame.
-        pose_plus: (N, D) ``pose`` plus one differentiable Gauss-Newton step (spec §2.12), or ``None``.
+        pose_plus: (N, D) ``pose`` plus one differentiable Gauss-Newton step (docs/method.md §2.12), or ``None``.
         pose_free: (N, D) with ``with_free_solution``: the solution started from the RSLM result alone (``pose_init``
             not competing), i.e. what an independent solve without ``pose_init`` returns (detached), or ``None``.
     """

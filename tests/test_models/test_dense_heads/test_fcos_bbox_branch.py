@@ -1,5 +1,5 @@
-"""FCOS 2D box branch of EPro-PnP-Det v2 (spec §10.13): layers, targets / decoding on a hand-made example, GIoU
-loss value vs a hand computation, off by default."""
+"""FCOS 2D box branch of EPro-PnP-Det v2 (docs/method.md §10.13): layers, targets / decoding on a hand-made example,
+GIoU loss value vs a hand computation, off by default."""
 import math
 
 import torch

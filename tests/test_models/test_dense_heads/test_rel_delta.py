@@ -1,4 +1,5 @@
-"""§10.15 ``learnable_rel_delta``: the relative Huber δ of the PnP cost as a learnable log-parameter of the head.
+"""docs/method.md §10.15 ``learnable_rel_delta``: the relative Huber δ of the PnP cost as a learnable log-parameter of
+the head.
 
 Checks: the parameter exists only when asked for and starts at ``log(pnp.relative_delta)``; at initialisation every
 loss (and the predictions) equal those of the fixed-δ head under the same seed; the pose loss gives it a finite,

@@ -1,6 +1,6 @@
-"""Flip TTA (spec §6.4) for every variant's inference settings: class-specific reference points and class embeddings
-(v1b), the v1 dense-map sampler mode, the v2 pixel convention, and Monte Carlo scoring inside TTA. Each run merges
-``2n`` correspondences per candidate and returns finite boxes; each branch's x2d are the original-image
+"""Flip TTA (docs/method.md §6.4) for every variant's inference settings: class-specific reference points and class
+embeddings (v1b), the v1 dense-map sampler mode, the v2 pixel convention, and Monte Carlo scoring inside TTA. Each run
+merges ``2n`` correspondences per candidate and returns finite boxes; each branch's x2d are the original-image
 K-projections of its sampling locations (the flipped branch's with the flip undone), checked against the flip
 formula (:func:`.test_flip_tta.assert_flip_corrected`; the dense-map mode interpolates the pooled coordinate map, exact
 for the affine flip on points fully inside the image up to float32 rounding)."""

@@ -141,8 +141,8 @@ def test_v2_flip_tta(model):
 
 
 def test_v2_gradient_paths_vs_v1_detaching(model):
-    """§10.8: v2 feeds an undetached x2d to the pose loss and lets the derivative regularisation reach dims;
-    the v1 settings (pose stage detach_pose_x2d / detach_reg_inputs True) cut exactly these paths."""
+    """docs/method.md §10.8: v2 feeds an undetached x2d to the pose loss and lets the derivative regularisation reach
+    dims; the v1 settings (pose stage detach_pose_x2d / detach_reg_inputs True) cut exactly these paths."""
     head = model.bbox_head
     model.train()
     seen = []

@@ -1,6 +1,6 @@
-"""v1 variant configs (spec §8.1): the synthetic v1b config trains one iteration on a tiny batch with LiDAR object
-coordinates (finite losses incl. the RoI losses, finite gradient in every parameter) and predicts; the r101 variant
-configs build heads with the settings §8.1 lists."""
+"""v1 variant configs (docs/method.md §8.1): the synthetic v1b config trains one iteration on a tiny batch with LiDAR
+object coordinates (finite losses incl. the RoI losses, finite gradient in every parameter) and predicts; the r101
+variant configs build heads with the settings docs/method.md §8.1 lists."""
 import copy
 import math
 import os

@@ -1,5 +1,5 @@
-"""v2 dense depth branch (spec §10.12): coder round trip, sampling vs a direct grid_sample at known points,
-exclusion of points outside the crop (fix of spec §13.16), init, and the loss wiring."""
+"""v2 dense depth branch (docs/method.md §10.12): coder round trip, sampling vs a direct grid_sample at known points,
+exclusion of points outside the crop (fix of docs/method.md §13.16), init, and the loss wiring."""
 import numpy as np
 import pytest
 import torch
@@ -65,7 +65,8 @@ def test_point_selection_and_sampling_match_direct_grid_sample():
             for u, v, z in pts.tolist():
                 p = T @ torch.tensor([u + off, v + off, 1.], dtype=torch.float64)
                 x, y = (p[:2] / p[2]).tolist()
-                if 0 <= x < img_wh[b, 0] and 0 <= y < img_wh[b, 1]:  # outside the crop: excluded (§13.16)
+                # outside the crop: excluded (docs/method.md §13.16)
+                if 0 <= x < img_wh[b, 0] and 0 <= y < img_wh[b, 1]:
                     expect_loc.append([x, y])
                     expect_z.append(z)
                     expect_b.append(b)

@@ -1,5 +1,5 @@
-"""Auxiliary RoI branch (spec §5.6): RoI x2d, LiDAR cell assignment (v1 / v2 rules) vs per-point loops, projection
-error coder, assignment matrix, flip correction, loss values vs direct formulas, gradients, empty batches."""
+"""Auxiliary RoI branch (docs/method.md §5.6): RoI x2d, LiDAR cell assignment (v1 / v2 rules) vs per-point loops,
+projection error coder, assignment matrix, flip correction, loss values vs direct formulas, gradients, empty batches."""
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Log-sum-exp / log-softmax across overlapping RoIs (spec Appendix C) vs a brute-force per-cell computation."""
+"""Log-sum-exp / log-softmax across overlapping RoIs (docs/method.md Appendix C) vs a brute-force per-cell
+computation."""
 import math
 
 import torch

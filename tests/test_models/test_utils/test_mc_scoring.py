@@ -1,4 +1,5 @@
-"""Monte Carlo scoring (spec §6.2): the score from the PnP layer's samples vs a direct per-sample computation."""
+"""Monte Carlo scoring (docs/method.md §6.2): the score from the PnP layer's samples vs a direct per-sample
+computation."""
 import math
 
 import pytest
