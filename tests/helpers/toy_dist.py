@@ -44,16 +44,23 @@ class ToyDistProbeDataset(BaseDataset):
         return [dict(inputs=x, targets=y) for x, y in zip(xs, ys)]
 
 
+def process_group_info() -> dict:
+    """``initialized``, ``rank``, ``world_size`` and ``backend`` of the process group this process runs in
+    (rank 0 of 1 and backend None without one)."""
+    info = dict(initialized=dist.is_available() and dist.is_initialized())
+    if info['initialized']:
+        info.update(rank=dist.get_rank(), world_size=dist.get_world_size(), backend=dist.get_backend())
+    else:
+        info.update(rank=0, world_size=1, backend=None)
+    return info
+
+
 @HOOKS.register_module()
 class ToyDistProbeHook(Hook):
     """Writes, per rank, what the process group looked like and the final parameters (DDP keeps them equal)."""
 
     def after_train(self, runner):
-        info = dict(initialized=dist.is_available() and dist.is_initialized())
-        if info['initialized']:
-            info.update(rank=dist.get_rank(), world_size=dist.get_world_size(), backend=dist.get_backend())
-        else:
-            info.update(rank=0, world_size=1, backend=None)
+        info = process_group_info()
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         info['weight'] = model.linear.weight.detach().flatten().tolist()
         info['wrapper'] = type(runner.model).__name__

@@ -6,9 +6,10 @@ not the config value; the hook is registered in mmengine's root ``HOOKS`` (found
 import json
 import os.path as osp
 
-import torch.distributed as dist
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+
+from tests.helpers.toy_dist import process_group_info
 
 
 @HOOKS.register_module()
@@ -17,11 +18,7 @@ class DistBackendProbeHook(Hook):
     wrapper class and the device of the first parameter."""
 
     def after_train(self, runner):
-        info = dict(initialized=dist.is_available() and dist.is_initialized())
-        if info['initialized']:
-            info.update(rank=dist.get_rank(), world_size=dist.get_world_size(), backend=dist.get_backend())
-        else:
-            info.update(rank=0, world_size=1, backend=None)
+        info = process_group_info()
         info['wrapper'] = type(runner.model).__name__
         info['param_device'] = str(next(runner.model.parameters()).device)
         with open(osp.join(runner.work_dir, f'backend_rank{info["rank"]}.json'), 'w') as f:

@@ -11,7 +11,8 @@ from mmengine.structures import InstanceData
 
 from epropnp_det.evaluation.uncertainty import SIDECAR_NAME, covariance_to_global, load_sidecar
 from epropnp_det.structures.boxes import model_boxes_to_frame, model_to_cam_boxes
-from tests.test_datasets.tiny_nuscenes import build_dataset, tiny_nuscenes_root
+from tests.test_datasets.tiny_nuscenes import tiny_nuscenes_root
+from tests.test_uncertainty._gt import val_gt_dataset
 
 
 @pytest.fixture(scope='module')
@@ -27,9 +28,7 @@ def _random_spd(rng, n):
 @pytest.fixture(scope='module')
 def predictions(root):
     """The ground truth of every val image as predictions, each box with a random covariance and MC samples."""
-    pipe = [dict(type='EProPnPLoadImage'), dict(type='EProPnPLoadAnnotations'), dict(type='EProPnPPack3DDetInputs')]
-    ds = build_dataset(root, pipe, test_mode=False, ann_file='nuscenes_infos_val.pkl', filter_empty_gt=False,
-                       min_visibility=0, trunc_ignore_thres=1.0, min_box_size=0.0)
+    ds = val_gt_dataset(root)
     rng = np.random.default_rng(0)
     preds = []
     for i in range(len(ds)):
