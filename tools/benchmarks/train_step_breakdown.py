@@ -39,8 +39,8 @@ SUB_STAGES = [
     ('dense key/value branch', 'bbox_head.dense_branch', 'forward'),
     ('deformable sampler', 'bbox_head.sampler', 'forward'),
     ('point subnet', 'bbox_head.point_subnet', 'forward'),
-    ('MC pose loss (solve + AMIS)', 'bbox_head.pnp', 'monte_carlo_forward'),
-    ('RoI auxiliary branch', 'bbox_head', 'loss_roi_aux'),
+    ('MC pose loss (solve + AMIS)', 'bbox_head.pose_stage.pnp', 'monte_carlo_forward'),
+    ('RoI auxiliary branch', 'bbox_head.roi_aux', 'loss_from_samples'),
 ]
 TOP = ['data preprocessor', 'backbone + neck forward', 'head loss forward', 'backward', 'optimizer step']
 

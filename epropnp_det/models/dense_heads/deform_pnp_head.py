@@ -15,7 +15,6 @@ docs/architecture.md.
 from typing import List, Optional, Sequence
 
 import torch
-from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS, TASK_UTILS
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
@@ -26,7 +25,7 @@ from epropnp_det.structures import CameraBatch, Correspondences
 from epropnp_det.structures.nuscenes_attributes import NUSCENES_CLS_ATTRS
 
 from ..task_modules.object_sampler import gather_gt_fields
-from ..utils.detections import assemble_detections, exclude_nonfinite_objects, merge_flip_outputs
+from ..utils.detections import assemble_detections, exclude_nonfinite_objects
 
 __all__ = ['EProPnPDeformPnPHead', 'NUSCENES_CLS_ATTRS']
 
@@ -48,7 +47,8 @@ class EProPnPDeformPnPHead(BaseModule):
             depth_branch (None: off), roi_aux_branch: sub-module configs (shared sizes filled in).
         pnp, loss_pose, loss_score, loss_reg_pos, loss_reg_orient, learnable_rel_delta, detach_pose_x2d,
             detach_reg_inputs: arguments of :class:`EProPnPPoseStage` (``pose_stage`` overrides any of them).
-        loss_dim, loss_velo, loss_attr: mmdet loss configs (None disables velocity / attributes).
+        loss_dim, loss_velo, loss_attr: mmdet loss configs of :meth:`EProPnPObjectBranches.loss` (None disables
+            velocity / attributes).
         loss_proj, loss_regr, roi_shape: auxiliary losses on gt RoIs (the RoI branch exists only with one of them).
         train_cfg: ``num_obj_samples_per_img``, ``roi_shape``, ``share_reg_solve`` (pose stage option).
         test_cfg: ``score_thr, max_per_img, nms_iou2d, nms_ioubev_thr, pnp_num_iter, pnp_fast_mode, min_bbox_size,
@@ -96,7 +96,9 @@ class EProPnPDeformPnPHead(BaseModule):
         self.point_subnet = MODELS.build(dict(dict(type='EProPnPPointSubnet', num_heads=num_heads,
                                                    head_dims=embed_dims // num_heads), **point_subnet))
         self.object_branches = MODELS.build(dict(dict(type='EProPnPObjectBranches', embed_dims=embed_dims,
-                                                      num_classes=num_classes), **object_branches))
+                                                      num_classes=num_classes, loss_dim=loss_dim,
+                                                      loss_velo=loss_velo, loss_attr=loss_attr),
+                                                 **object_branches))
         self.cls_emb = nn.Parameter(torch.zeros(num_classes, embed_dims)) if use_cls_emb else None
         self.center_target = TASK_UTILS.build(dict(dict(type='EProPnPVolumeCenter', output_stride=output_stride,
                                                         pixel_convention=pixel_convention), **center_target))
@@ -109,9 +111,6 @@ class EProPnPDeformPnPHead(BaseModule):
             loss_reg_orient=loss_reg_orient, learnable_rel_delta=learnable_rel_delta, detach_pose_x2d=detach_pose_x2d,
             detach_reg_inputs=detach_reg_inputs, share_reg_solve=train_cfg.get('share_reg_solve', True)),
             **pose_stage))
-        self.loss_dim = MODELS.build(loss_dim)
-        self.loss_velo = MODELS.build(loss_velo) if loss_velo is not None else None
-        self.loss_attr = MODELS.build(loss_attr) if loss_attr is not None else None
         self.train_cfg = train_cfg
         self.depth_branch = None if depth_branch is None else MODELS.build(dict(dict(
             type='EProPnPDepthBranch', embed_dims=embed_dims, pixel_convention=pixel_convention), **depth_branch))
@@ -205,7 +204,7 @@ class EProPnPDeformPnPHead(BaseModule):
                      dense_x2d: Optional[Tensor] = None, dense_mask: Optional[Tensor] = None) -> dict:
         """Losses of the head's outputs against the batch's gt (docs/method.md §5): volume-centre targets
         (invalid objects dropped and counted, ``num_dropped_centers``), FCOS losses, importance-weighted object
-        sampling, sub-heads on the sampled gt labels, the pose stage's losses, dims / velocity / attribute losses,
+        sampling, sub-heads on the sampled gt labels, the pose stage's and the object branches' losses,
         and the optional RoI / depth losses. ``batch_cam_pts``: per image (m, 3) LiDAR ``[u, v, z]`` (depth
         branch)."""
         ref = cls_scores[0]
@@ -214,12 +213,8 @@ class EProPnPDeformPnPHead(BaseModule):
         gt3d = batch_gt_instances_3d
         gt = self.center_target.filter(gt3d, batch_gt_instances, cams, ref)  # the one host read of the gt filtering
         boxes2d, labels, centres = gt.boxes2d, gt.labels, gt.centres
-        ignore = [g.bboxes.to(ref) if g is not None and 'bboxes' in g else None
+        ignore = [g.bboxes if g is not None and 'bboxes' in g else None
                   for g in (batch_gt_instances_ignore or [None] * B)]
-        if all(i is None for i in ignore):
-            ignore = None
-        else:
-            ignore = [i if i is not None else ref.new_zeros(0, 4) for i in ignore]
         # ---- FCOS
         points, strides, ranges = self.fcos_head.get_points([c.shape[-2:] for c in cls_scores], ref.dtype,
                                                             ref.device)
@@ -246,52 +241,28 @@ class EProPnPDeformPnPHead(BaseModule):
             losses.update(self.depth_branch.loss(value_map, [p.to(ref) for p in batch_cam_pts], cams.cam2img,
                                                  cams.img_transform, cams.img_wh, self.output_stride))
         if self.roi_aux is not None:
-            losses.update(self.loss_roi_aux(out, smp, all_boxes, boxes2d, gt3d, gt.valid_host, cams, key_map,
-                                            value_map, dense_x2d))
+            losses.update(self.roi_aux.loss_from_samples(out['query'], out['dims'], smp.gt_inds, smp.weights,
+                                                         all_boxes, boxes2d, gt3d, gt.valid_host, cams, key_map,
+                                                         value_map, dense_x2d))
         losses['num_dropped_centers'] = gt.num_dropped.to(ref)
         return losses
-
-    def loss_roi_aux(self, out: dict, smp, all_boxes: Tensor, boxes2d: List[Tensor], gt3d: list,
-                     valid_host: List[List[bool]], cams: CameraBatch, key_map: Tensor, value_map: Tensor,
-                     dense_x2d: Optional[Tensor]) -> dict:
-        """Auxiliary losses on the RoIs of the sampled gts (:meth:`EProPnPRoIAuxBranch.loss_from_samples`)."""
-        return self.roi_aux.loss_from_samples(out['query'], out['dims'], smp.gt_inds, smp.weights, all_boxes, boxes2d,
-                                              gt3d, valid_host, cams, key_map, value_map, dense_x2d)
 
     # objects left out of every loss for NaN/Inf outputs (:func:`~epropnp_det.models.utils.exclude_nonfinite_objects`)
     exclude_nonfinite_objects = staticmethod(exclude_nonfinite_objects)
 
     def loss_objects(self, out: dict, boxes: Tensor, labels: Tensor, img_inds: Tensor, smp, cams: CameraBatch,
                      gt_extra: dict, finite: Optional[Tensor] = None) -> dict:
-        """Object-level losses of the ``N`` samples (docs/method.md §5.4–5.7): dims here, the pose losses in the
-        pose stage, then velocity and attributes. ``boxes`` (N, 7) are their gt boxes; ``finite`` (N,) bool
-        (:meth:`exclude_nonfinite_objects`): objects with weight zero in every loss."""
-        N = boxes.shape[0]
+        """Object-level losses of the ``N`` samples (docs/method.md §5.4–5.7): the pose stage's (pose, score,
+        regularisation) and the object branches' (dims, velocity, attributes). ``boxes`` (N, 7) are their gt
+        boxes; ``finite`` (N,) bool (:meth:`exclude_nonfinite_objects`): objects with weight zero in every loss."""
         w, w_u = smp.weights.to(boxes), smp.uniform_weights.to(boxes)
         if finite is not None:
             w, w_u = w * finite, w_u * finite
-        avg = max(float(N), 1.0)
-        dim_tgt = self.object_branches.dim_coder.encode(boxes[:, :3], labels)
-        losses = dict(loss_dim=self.loss_dim(out['dim_enc'], dim_tgt, weight=w[:, None], avg_factor=3 * avg))
+        losses = self.object_branches.loss(out, boxes, labels, w, gt_extra)
         losses.update(self.pose_stage.loss(self.correspondences(out, img_inds), cams.pnp_camera(img_inds),
                                            boxes[:, 3:7], out['score_logit'], w, w_u))
         # objects left out of every loss for NaN/Inf outputs (0 when ``finite`` is not given)
         losses['num_nonfinite_objects'] = (boxes.new_zeros(()) if finite is None else (~finite).sum().to(boxes))
-        if self.loss_velo is not None and out['velo'] is not None:
-            if 'velocities' in gt_extra:
-                tgt = torch.nan_to_num(gt_extra['velocities'].to(boxes), nan=0.)
-                ok = gt_extra.get('velocities_valid', torch.isfinite(gt_extra['velocities']).all(-1)).to(boxes)
-                vw = (w * ok)[:, None].expand(-1, 2)
-                norm = reduce_mean(vw.sum().detach().clamp(min=1))
-                losses['loss_velo'] = self.loss_velo(out['velo'], tgt, weight=vw, avg_factor=norm)
-            else:
-                losses['loss_velo'] = out['velo'].sum() * 0
-        if self.loss_attr is not None and out['attr_logits'] is not None:
-            if 'attr_labels' in gt_extra and N:
-                losses['loss_attr'] = self.loss_attr(out['attr_logits'], gt_extra['attr_labels'].long(), weight=w,
-                                                     avg_factor=avg)
-            else:
-                losses['loss_attr'] = out['attr_logits'].sum() * 0
         return losses
 
     # ------------------------------------------------------------------------------------------ inference
@@ -322,37 +293,6 @@ class EProPnPDeformPnPHead(BaseModule):
             for r, depth in zip(results, maps):
                 r.set_metainfo(dict(depth_map=depth))  # (h, w) metres at the value-map cells (augmented image)
         return results
-
-    def predict_flip_tta(self, x: Sequence[Tensor], x_flip: Sequence[Tensor], batch_data_samples: list,
-                         batch_data_samples_flip: list, dense_maps=(None, None),
-                         dense_maps_flip=(None, None)) -> List[InstanceData]:
-        """Flip test-time augmentation by merging correspondences (docs/method.md §6.4).
-
-        Class / centerness logits of both branches are averaged (flipped maps mirrored back along the width) and
-        candidates are selected once; each branch then runs its own sub-heads (own key/value maps, image transform
-        and flip flag, embeddings and reference points gathered at the same indices); the correspondences are
-        concatenated (:meth:`Correspondences.cat`: x2d are original coordinates and NOC are flip-corrected, so
-        they are compatible) and solved by one PnP. Dims are averaged in log space; 3D scores, velocities and
-        attribute logits arithmetically.
-        """
-        (cls, centers, ctrness, embs), dense = self(x)
-        (cls_f, centers_f, ctrness_f, embs_f), dense_f = self(x_flip)
-        mirror = lambda maps: [t.flip(-1) for t in maps]  # noqa: E731
-        cls_avg = [(a + b) / 2 for a, b in zip(cls, mirror(cls_f))]
-        ctr_avg = [(a + b) / 2 for a, b in zip(ctrness, mirror(ctrness_f))]
-        cfg = self.test_cfg
-        cams = [self.cameras([ds.metainfo for ds in samples], cls[0], *maps) for samples, maps in
-                ((batch_data_samples, dense_maps), (batch_data_samples_flip, dense_maps_flip))]
-        outs, cand = [], None
-        for (c, e, dense_feats), cam in zip(((centers, embs, dense), (mirror(centers_f), mirror(embs_f), dense_f)),
-                                            cams):
-            cand = self.fcos_head.get_candidates(cls_avg, c, ctr_avg, e, cfg['score_thr'], cfg['max_per_img'])
-            key_map, value_map = self.dense_branch(dense_feats, cam.img_wh, cam.pad_hw)
-            outs.append(self.forward_subheads(cand.emb, cand.centers, cand.strides, cand.img_inds, cand.labels,
-                                              key_map, value_map, cam))
-        merged = merge_flip_outputs(*outs, cand.img_inds)
-        # the candidates' FCOS scores come from the averaged maps and are identical in both branches
-        return self.decode_objects(merged, cand, cams[0], len(batch_data_samples))
 
     def decode_objects(self, out: dict, cand, cams: CameraBatch, num_imgs: int) -> List[InstanceData]:
         """Poses of the candidates (pose stage) and post-processing (docs/method.md §6.2–6.3) → one

@@ -241,11 +241,11 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
             gt_bboxes: per image (n_i, 4) augmented 2D boxes ``x1, y1, x2, y2``.
             gt_labels: per image (n_i,) long.
             gt_centers: per image (n_i, 2) volume centres (augmented continuous px).
-            ignore_bboxes: per image (k_i, 4) ignore boxes, or None.
+            ignore_bboxes: per image (k_i, 4) augmented ignore boxes or None (no ignore box), or None for all.
         """
         num_imgs = len(gt_bboxes)
-        if ignore_bboxes is None:
-            ignore_bboxes = [b.new_zeros(0, 4) for b in gt_bboxes]
+        ignore_bboxes = [b.new_zeros(0, 4) if i is None else i.to(b)
+                         for b, i in zip(gt_bboxes, ignore_bboxes or [None] * num_imgs)]
         offsets = list(itertools.accumulate([0] + [len(b) for b in gt_bboxes[:-1]]))
         labels, ctr, inds, ign = multi_apply(self._get_targets_single, gt_bboxes, gt_labels, gt_centers,
                                              ignore_bboxes, offsets, points=points, strides=strides, ranges=ranges)
