@@ -70,6 +70,12 @@ def test_one_training_iteration_finite_losses_and_grads(share):
     assert head.pose_stage.share_reg_solve == share
     # start the norm factor away from the batch statistic so that its momentum update is visible
     head.pose_stage.loss_pose.norm_factor.fill_(3.0)
+    # the scale branch starts at zero (every scale exactly 1); spread the scales so that the statistic's
+    # importance weighting and its 2N divisor are both visible in the result
+    with torch.no_grad():
+        torch.manual_seed(3)
+        head.object_branches.scale_branch.bias.normal_(0, 0.3)
+        head.object_branches.scale_branch.weight.normal_(0, 0.3)
     captured = {}
     orig_loss = head.pose_stage.loss
 
@@ -101,6 +107,8 @@ def test_one_training_iteration_finite_losses_and_grads(share):
     batch = (scale * w[:, None]).sum() / (2 * scale.shape[0])
     want = 0.9 * 3.0 + 0.1 * batch
     assert abs(float(want) - 3.0) > 0.05  # a step that did not happen would be seen
+    # an unweighted mean would be seen (the scales vary across objects and the weights are not uniform)
+    assert abs(float(scale.mean() - batch)) * 0.1 > 1e-3 * float(want)
     torch.testing.assert_close(head.pose_stage.loss_pose.norm_factor.double(), want, rtol=1e-6, atol=0)
     torch.testing.assert_close(losses['norm_factor'].double(), want, rtol=1e-6, atol=0)
     assert losses['loss_pose'] != 0 and losses['num_nonfinite_pose'] == 0
