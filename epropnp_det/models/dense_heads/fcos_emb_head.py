@@ -317,59 +317,70 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         ctrness = self.flatten(centernesses).reshape(-1)
         labels = targets.labels.reshape(-1)
         ctr_t = targets.centerness.reshape(-1)
-        pos = torch.nonzero(labels < self.num_classes, as_tuple=True)[0]  # host sync: the positives' count
-        # averaging factors stay on the device (no further synchronisation); filled, not copied from the host
-        num_pos = reduce_mean(torch.full((), float(len(pos)), dtype=cls.dtype, device=cls.device)).clamp(min=1.0)
-        cls_weight = None
-        if self.use_ignore:
-            cls_weight = (~targets.ignore.reshape(-1)).to(cls.dtype)
-        loss_cls = self.loss_cls(cls, labels, weight=cls_weight, avg_factor=num_pos)
-        if len(pos) == 0:
+        # dense over all B·M points, positives selected by weight (0 elsewhere) instead of by index: the same sums
+        # without the host synchronisation that gathering the positives (nonzero) would make
+        fg = labels < self.num_classes
+        num_pos = reduce_mean(fg.sum().to(cls.dtype)).clamp(min=1.0)
+        # one-hot targets built on the device (mmdet's FocalLoss then takes its plain-torch path on every device,
+        # without the label-range checks of ``F.one_hot``)
+        onehot = (labels[:, None] == torch.arange(self.num_classes, device=labels.device)).to(cls.dtype)
+        cls_weight = (~targets.ignore.reshape(-1)).to(cls.dtype) if self.use_ignore else None
+        loss_cls = self.loss_cls(cls, onehot, weight=cls_weight, avg_factor=num_pos)
+        w = ctr_t * fg  # centerness targets of the positives (0 on background)
+        num_gts = sum(len(b) for b in gt_bboxes)  # host-side list lengths
+        if num_gts == 0:
             zero = ctr_pred.sum() * 0 + ctrness.sum() * 0
-            # the positive branch's all-reduces, so every rank makes the same collective calls in the same order
+            # the other branch's all-reduce (``ctr_sum``), so every rank makes the same collective calls in order
             reduce_mean(cls.new_tensor(0.))
             out = dict(loss_cls=loss_cls, loss_rp=zero, loss_centerness=zero)
             if bbox_preds is not None:
-                reduce_mean(cls.new_tensor(0.))
                 out['loss_bbox2d'] = self.flatten(bbox_preds).sum() * 0
             return out
         all_boxes = torch.cat(gt_bboxes).to(cls.dtype)
         all_centers = torch.cat(gt_centers).to(cls.dtype)
-        g = targets.gt_inds.reshape(-1)[pos]
-        pos_ctr = self.select_centers(ctr_pred[pos], labels[pos])
+        g = targets.gt_inds.reshape(-1).clamp(min=0)  # background: any valid gt, weight 0
+        ref_ctr = self.select_centers(ctr_pred, labels)
         wh = all_boxes[g, 2:] - all_boxes[g, :2]
-        err = (pos_ctr - all_centers[g]) / (self.center_error_scale * (wh + self.min_ref_length))
-        w = ctr_t[pos]
+        err = (ref_ctr - all_centers[g]) / (self.center_error_scale * (wh + self.min_ref_length))
         ctr_sum = reduce_mean(w.sum().detach()).clamp(min=1e-6)
         loss_rp = self.loss_rp(err, torch.zeros_like(err), weight=w[:, None].expand_as(err), avg_factor=2 * ctr_sum)
-        loss_ctr = self.loss_centerness(ctrness[pos], w, avg_factor=num_pos)
+        loss_ctr = self.loss_centerness(ctrness, ctr_t, weight=fg.to(ctrness.dtype), avg_factor=num_pos)
         out = dict(loss_cls=loss_cls, loss_rp=loss_rp, loss_centerness=loss_ctr)
         if bbox_preds is not None:
-            out['loss_bbox2d'] = self.loss_bbox2d_by_feat(bbox_preds, pos, all_boxes[g], w)
+            out['loss_bbox2d'] = self.loss_bbox2d_by_feat(bbox_preds, all_boxes[g], w, ctr_sum)
         return out
 
-    def bbox2d_targets(self, bbox_preds: List[Tensor], pos: Tensor, pos_boxes: Tensor) -> Tuple[Tensor, Tensor]:
-        """Predicted and target boxes of the positives, relative to their points (``[−l, −t, r, b]``).
+    def bbox2d_targets(self, bbox_preds: List[Tensor], boxes: Tensor) -> Tuple[Tensor, Tensor]:
+        """Predicted and target boxes of every point, relative to the point (``[−l, −t, r, b]``).
 
         Args:
-            bbox_preds: per-level (B, 4, h, w) distances. pos: (n,) indices into the flattened ``B·M`` points.
-            pos_boxes: (n, 4) assigned gt boxes ``x1, y1, x2, y2`` (augmented px).
+            bbox_preds: per-level (B, 4, h, w) distances.
+            boxes: (B·M, 4) gt box ``x1, y1, x2, y2`` (augmented px) assigned to each flattened point (any box
+                on background points).
         Returns:
-            pred (n, 4), target (n, 4).
+            pred (B·M, 4), target (B·M, 4).
         """
-        points, _, _ = self.get_points([b.shape[-2:] for b in bbox_preds], pos_boxes.dtype, pos_boxes.device)
-        p = points[pos % len(points)]
-        ltrb = self.flatten(bbox_preds).reshape(-1, 4)[pos]
+        points, _, _ = self.get_points([b.shape[-2:] for b in bbox_preds], boxes.dtype, boxes.device)
+        p = points.repeat(boxes.shape[0] // len(points), 1)
+        ltrb = self.flatten(bbox_preds).reshape(-1, 4)
         pred = torch.cat((-ltrb[:, :2], ltrb[:, 2:]), dim=-1)
-        target = torch.cat((pos_boxes[:, :2] - p, pos_boxes[:, 2:] - p), dim=-1)
+        target = torch.cat((boxes[:, :2] - p, boxes[:, 2:] - p), dim=-1)
         return pred, target
 
-    def loss_bbox2d_by_feat(self, bbox_preds: List[Tensor], pos: Tensor, pos_boxes: Tensor,
-                            ctr_targets: Tensor) -> Tensor:
-        """GIoU of the positives' boxes weighted by their centerness targets / ``max(reduce_mean(Σ ctr_t), 1e-6)``."""
-        pred, target = self.bbox2d_targets(bbox_preds, pos, pos_boxes)
-        norm = max(reduce_mean(ctr_targets.sum().detach()).item(), 1e-6)
-        return self.loss_bbox2d(pred, target, weight=ctr_targets, avg_factor=norm)
+    def loss_bbox2d_by_feat(self, bbox_preds: List[Tensor], boxes: Tensor, ctr_targets: Tensor,
+                            ctr_sum: Tensor) -> Tensor:
+        """GIoU of the positives' boxes weighted by their centerness targets / ``max(reduce_mean(Σ ctr_t), 1e-6)``.
+
+        Args:
+            bbox_preds: per-level outputs; boxes: (B·M, 4) assigned gt boxes (:meth:`bbox2d_targets`).
+            ctr_targets: (B·M,) centerness targets, 0 on background; ctr_sum: their all-reduced sum, ≥ 1e-6.
+        """
+        pred, target = self.bbox2d_targets(bbox_preds, boxes)
+        # the background's target is its own prediction (a finite GIoU of 0 weight); per-element losses, weighted
+        # here: mmdet's weighted reduction would read ``any(weight > 0)`` on the host
+        target = torch.where((ctr_targets > 0)[:, None], target, pred.detach())
+        loss = self.loss_bbox2d(pred, target, reduction_override='none')
+        return (loss * ctr_targets).sum() / ctr_sum
 
     # ------------------------------------------------------------------------------------------- inference
     def get_candidates(self, cls_scores: List[Tensor], centers: List[Tensor], centernesses: List[Tensor],

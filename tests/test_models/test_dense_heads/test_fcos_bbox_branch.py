@@ -66,11 +66,16 @@ def test_targets_decoding_and_giou_loss_hand_example():
     M0 = sizes[0][0] * sizes[0][1]
     pos = torch.tensor([2 * sizes[0][1] + 3, M0 + 1 * sizes[1][1] + 1])
     gt = torch.tensor([[20., 12., 40., 32.], [16., 16., 40., 40.]])
-    pred, target = head.bbox2d_targets(bbox_preds, pos, gt)
-    torch.testing.assert_close(pred, torch.tensor([[-10., -6., 14., 10.], [-4., -4., 4., 4.]]))
-    torch.testing.assert_close(target, torch.tensor([[-8., -8., 12., 12.], [-8., -8., 16., 16.]]))
+    M = sum(h * w for h, w in sizes)
+    boxes = torch.tensor([5., 5., 60., 50.]).repeat(B * M, 1)  # background points: some box, weight 0
+    boxes[pos] = gt
+    pred, target = head.bbox2d_targets(bbox_preds, boxes)
+    assert pred.shape == target.shape == (B * M, 4)
+    torch.testing.assert_close(pred[pos], torch.tensor([[-10., -6., 14., 10.], [-4., -4., 4., 4.]]))
+    torch.testing.assert_close(target[pos], torch.tensor([[-8., -8., 12., 12.], [-8., -8., 16., 16.]]))
     w = torch.tensor([0.8, 0.3])
-    loss = head.loss_bbox2d_by_feat(bbox_preds, pos, gt, w)
+    ctr_t = torch.zeros(B * M).index_put((pos,), w)
+    loss = head.loss_bbox2d_by_feat(bbox_preds, boxes, ctr_t, ctr_t.sum())
     pred_abs = [[18., 14., 42., 30.], [20., 20., 28., 28.]]
     expect = sum(wi * (1 - giou(p, g)) for wi, p, g in zip(w.tolist(), pred_abs, gt.tolist())) / w.sum().item()
     torch.testing.assert_close(loss, torch.tensor(0.5 * expect), rtol=1e-5, atol=1e-6)
