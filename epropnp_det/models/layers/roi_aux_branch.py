@@ -47,12 +47,13 @@ from epropnp_det.ops.pnp.camera import project
 from epropnp_det.ops.pnp.types import CameraParams
 
 from ..losses import MVDGaussianMixtureNLLLoss, logsoftmax_across_rois
+from ..losses.roi_logsumexp import overlap_matrix, overlapping_roi_pairs
 from ..utils.roi_align import roi_align_aligned
 from .deform_sampler import apply_homography
 from .point_subnet import GroupLinear, fibonacci_sphere
 
 __all__ = ['EProPnPRoIAuxBranch', 'RoIAuxOutput', 'roi_align_safe', 'homography_x2d_roi', 'dist_dim_proj_error',
-           'active_gt_assignment', 'cell_indices_v1', 'cell_indices_v2', 'lidar_cell_targets']
+           'active_gts_and_pairs', 'cell_indices_v1', 'cell_indices_v2', 'lidar_cell_targets']
 
 
 class RoIAuxOutput(NamedTuple):
@@ -106,19 +107,38 @@ def dist_dim_proj_error(x2d_diff: Tensor, distance: Tensor, dims: Tensor, focal:
     return x2d_diff * (distance.clamp(min=distance_min) / denom)[:, None, None]
 
 
-def active_gt_assignment(gt_inds: Tensor, weights: Tensor) -> Tuple[Tensor, Tensor]:
-    """Active gts and the row-normalised sample-weight assignment matrix.
+def active_gts_and_pairs(gt_inds: Tensor, weights: Tensor, rois_all: Tensor
+                         ) -> Tuple[Tensor, Tensor, Tensor, Tuple[Tensor, Tensor], List[int]]:
+    """The active gts (the unique gts of the object samples), their row-normalised sample-weight assignment
+    ``A[g, s] = w_s·[gt_s = active_g] / Σ_s' (…)`` and the overlapping pairs of their RoIs
+    (:func:`~epropnp_det.models.losses.roi_logsumexp.overlapping_roi_pairs`), with one host read for all.
+
+    The active set and the overlaps are computed as masks over all ``G_all`` gts of the batch; the read fetches the
+    mask and the pair count together, and the index lists are then taken with a stable ``argsort`` of the masks cut
+    to the known counts (same order as ``unique`` / ``nonzero``: ascending gt index, row-major pairs).
 
     Args:
-        gt_inds: (N,) batch-global gt index of every sample; weights: (N,) sample weights.
+        gt_inds: (N,) batch-global gt index of every sample (< G_all); weights: (N,) sample weights.
+        rois_all: (G_all, 5) ``[img, x1, y1, x2, y2]`` of every gt of the batch.
 
     Returns:
-        active (G,) sorted unique gt indices; A (G, N) with ``A[g, s] = w_s·[gt_s = active_g] / Σ_s' (…)``.
+        active (G,) ascending gt indices, A (G, N) row-normalised assignment, rois (G, 5) of the active gts,
+        pairs ``(i, j)`` (P,) indices into the active RoIs, and ``active`` as a host list.
     """
-    active, inverse = torch.unique(gt_inds, return_inverse=True)  # host sync: G (the RoI count) depends on the draw
-    A = (torch.arange(active.numel(), device=gt_inds.device)[:, None] == inverse[None]).to(weights.dtype)
+    G_all, dev = rois_all.shape[0], gt_inds.device
+    present = torch.zeros(G_all, dtype=torch.bool, device=dev).index_fill_(0, gt_inds, True)
+    pos = overlap_matrix(rois_all) & present[:, None] & present[None, :]
+    # host sync, the RoI branch's only one: G and P (shapes of everything below) depend on the draw
+    host = torch.cat((present.long(), pos.sum().reshape(1))).tolist()
+    active_host, P = [g for g in range(G_all) if host[g]], host[-1]
+    G = len(active_host)
+    active = torch.argsort((~present).to(torch.uint8), stable=True)[:G]
+    rank = present.long().cumsum(0) - 1  # position of each present gt among the active ones
+    A = (torch.arange(G, device=dev)[:, None] == rank[gt_inds][None]).to(weights.dtype)
     A = F.normalize(A * weights[None], p=1, dim=-1)
-    return active, A
+    flat = torch.argsort((~pos).flatten().to(torch.uint8), stable=True)[:P]
+    pairs = (rank[flat // G_all], rank[flat % G_all])
+    return active, A, rois_all[active], pairs, active_host
 
 
 def cell_indices_v1(x2d: Tensor, obj_inds: Tensor, x2d_roi: Tensor) -> Tensor:
@@ -271,7 +291,7 @@ class EProPnPRoIAuxBranch(BaseModule):
         """:meth:`loss` on the RoIs of the active gts (the unique gts of the object samples; docs/method.md §5.6).
 
         The samples' queries and predicted dims are averaged per gt with the row-normalised sample weights ``A``
-        (G, N) of :func:`active_gt_assignment`.
+        (G, N) of :func:`active_gts_and_pairs`.
 
         Args:
             query: (N, Hh, 1, d) sample queries; dims: (N, 3) predicted dims; gt_inds: (N,) batch-global gt index
@@ -281,10 +301,11 @@ class EProPnPRoIAuxBranch(BaseModule):
             valid_host: per image, which gts passed the volume-centre filter (host lists).
             cams: the batch's :class:`~epropnp_det.structures.CameraBatch`.
         """
-        active, A = active_gt_assignment(gt_inds, weights.to(all_boxes))
-        img_of_gt = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device)
-                               for i, b in enumerate(boxes2d)])[active]
-        rois = torch.cat((img_of_gt[:, None].to(all_boxes), torch.cat(boxes2d)[active]), 1)
+        img_all = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device)
+                             for i, b in enumerate(boxes2d)])
+        rois_all = torch.cat((img_all[:, None].to(all_boxes), torch.cat(boxes2d).to(all_boxes)), 1)
+        active, A, rois, pairs, active_host = active_gts_and_pairs(gt_inds, weights.to(all_boxes), rois_all)
+        img_of_gt = img_all[active]
         G = active.numel()
         query = (A @ query.flatten(1)).reshape((G,) + tuple(query.shape[1:]))
         lidar_x3d = lidar_x2d = None
@@ -292,16 +313,17 @@ class EProPnPRoIAuxBranch(BaseModule):
             # per-gt LiDAR lists, filtered by the volume-centre validity like every other gt field
             flat3d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x3d, valid_host[b]) if v]
             flat2d = [p for b, g in enumerate(gt3d) for p, v in zip(g.x2d, valid_host[b]) if v]
-            lidar_x3d = [flat3d[i] for i in active.tolist()]
-            lidar_x2d = [flat2d[i] for i in active.tolist()]
+            lidar_x3d = [flat3d[i] for i in active_host]
+            lidar_x2d = [flat2d[i] for i in active_host]
         c = cams.index(img_of_gt)
         return self.loss(rois, all_boxes[active], c.cam2img, c.ori_hw, c.flip, c.img_transform, query, A @ dims,
-                         key_map, value_map, dense_x2d=dense_x2d, lidar_x3d=lidar_x3d, lidar_x2d=lidar_x2d)
+                         key_map, value_map, dense_x2d=dense_x2d, lidar_x3d=lidar_x3d, lidar_x2d=lidar_x2d,
+                         roi_pairs=pairs)
 
     def loss(self, rois: Tensor, boxes3d: Tensor, cam_mats: Tensor, ori_hw: Tensor, flip: Tensor,
              img_transforms: Tensor, query: Tensor, dims: Tensor, key_map: Tensor, value_map: Tensor,
              dense_x2d: Optional[Tensor] = None, lidar_x3d: Optional[List[Tensor]] = None,
-             lidar_x2d: Optional[List[Tensor]] = None) -> dict:
+             lidar_x2d: Optional[List[Tensor]] = None, roi_pairs: Optional[Tuple[Tensor, Tensor]] = None) -> dict:
         """Auxiliary losses of the ``G`` active gts.
 
         Args:
@@ -310,7 +332,8 @@ class EProPnPRoIAuxBranch(BaseModule):
             query: (G, Hh, 1, d) assignment-averaged sample queries (graph kept); dims: (G, 3) averaged predicted
             dims (detached here); key_map, value_map: (B, C, h, w); dense_x2d: (B, 2, Hp, Wp) or None;
             lidar_x3d, lidar_x2d: per active gt (n_i, 3) object coordinates / (n_i, 2) original K-projections
-            (needed with ``loss_regr``).
+            (needed with ``loss_regr``); roi_pairs: the overlapping pairs of ``rois`` if known
+            (:func:`active_gts_and_pairs`), else computed here (one host read).
 
         Returns:
             dict with ``loss_proj`` and / or ``loss_regr``.
@@ -338,11 +361,13 @@ class EProPnPRoIAuxBranch(BaseModule):
             err = dist_dim_proj_error(diff.reshape(G, -1, 2), boxes3d[:, 5], boxes3d[:, :3], cam_mats[:, 0, 0],
                                       self.proj_error_std, self.distance_min)
             err = err.reshape(G, self.num_heads, rh, rw, 2)
-            log_mix = logsoftmax_across_rois(attn, rois, extra_dim=1)
+            if roi_pairs is None:
+                roi_pairs = overlapping_roi_pairs(rois)  # host sync: the pair count; shared by both uses below
+            log_mix = logsoftmax_across_rois(attn, rois, extra_dim=1, pairs=roi_pairs)
             # G is known on the host; the all-reduced factor stays on the device (no sync)
             avg = reduce_mean(torch.full((), float(G), dtype=err.dtype, device=err.device)).clamp(min=1.0) * rh * rw
             losses['loss_proj'] = self.loss_proj(err, None, logstd=out.logstd.reshape(err.shape), log_mix=log_mix,
-                                                 rois=rois, avg_factor=avg)
+                                                 rois=rois, avg_factor=avg, roi_pairs=roi_pairs)
         if self.loss_regr is not None:
             if lidar_x3d is None or lidar_x2d is None:
                 raise ValueError('loss_regr needs the LiDAR object coordinates (gt_instances_3d.x3d / .x2d, '
@@ -357,7 +382,8 @@ class EProPnPRoIAuxBranch(BaseModule):
         G = rois.shape[0]
         dev, dtype = x2d_roi.device, x2d_roi.dtype
         counts = torch.tensor([len(p) for p in lidar_x3d], device=dev)
-        obj = torch.repeat_interleave(torch.arange(G, device=dev), counts)
+        obj = torch.repeat_interleave(torch.arange(G, device=dev), counts,
+                                      output_size=sum(len(p) for p in lidar_x3d))  # size known on the host
         x3d = torch.cat([p.to(device=dev, dtype=dtype).reshape(-1, 3) for p in lidar_x3d]) if G else \
             x2d_roi.new_zeros(0, 3)
         x2d = torch.cat([p.to(device=dev, dtype=dtype).reshape(-1, 2) for p in lidar_x2d]) if G else \

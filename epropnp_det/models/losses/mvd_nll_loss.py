@@ -37,7 +37,7 @@ Weighting / reduction: the per-position ``nll`` (shape = ``pred`` without ``dim`
 multiplied by ``loss_weight``.
 """
 import math
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from mmdet.models.losses.utils import weight_reduce_loss
@@ -52,7 +52,8 @@ __all__ = ['mvd_gaussian_mixture_nll', 'MVDGaussianMixtureNLLLoss']
 
 def mvd_gaussian_mixture_nll(pred: Tensor, target: Optional[Tensor], logstd: Tensor,
                              log_mix: Optional[Tensor] = None, rois: Optional[Tensor] = None, dim: int = 1,
-                             delta: Optional[float] = None, eps: float = 1e-4):
+                             delta: Optional[float] = None, eps: float = 1e-4,
+                             roi_pairs: Optional[Tuple[Tensor, Tensor]] = None):
     """Unreduced mixture NLL (see module docstring); no adaptive weighting.
 
     Args:
@@ -64,6 +65,7 @@ def mvd_gaussian_mixture_nll(pred: Tensor, target: Optional[Tensor], logstd: Ten
         dim: mixture axis of ``pred``.
         delta: Huber threshold on the whitened norm (``None`` or ≤ 0: quadratic).
         eps: inverse std clamp ``exp(−logstd) ≤ 1/eps``.
+        roi_pairs: the overlapping pairs of ``rois`` if already known (:func:`overlapping_roi_pairs`).
 
     Returns:
         nll (n, *S), inv_std (broadcastable to ``pred``), mix weights π (n, M, *S) or ``None`` if uniform.
@@ -90,7 +92,7 @@ def mvd_gaussian_mixture_nll(pred: Tensor, target: Optional[Tensor], logstd: Ten
     else:
         if dim != 1 or comp.dim() != 4:
             raise ValueError('the cross-RoI mixture needs pred (n, M, rh, rw, D) with dim=1')
-        nll = -logsumexp_across_rois(torch.logsumexp(comp, dim=1, keepdim=True), rois)[:, 0]
+        nll = -logsumexp_across_rois(torch.logsumexp(comp, dim=1, keepdim=True), rois, roi_pairs)[:, 0]
     mix = None if log_mix is None else log_mix.exp()
     return nll, inv_std, mix
 
@@ -120,13 +122,14 @@ class MVDGaussianMixtureNLLLoss(nn.Module):
         eps: inverse-std clamp ``≤ 1/eps`` and floor of the adaptive normalisers (1e-4).
 
     ``forward(pred, target=None, logstd=None, log_mix=None, weight=None, avg_factor=None, rois=None,
-    reduction_override=None)``:
+    reduction_override=None, roi_pairs=None)``:
 
     * ``pred`` (n, M, *S, D), mixture axis ``dim``; ``target`` broadcastable (e.g. (n, 1, *S, D)) or ``None`` /
       ``0`` for zero; ``logstd`` broadcastable to ``pred`` (ignored with ``sigma``);
     * ``log_mix`` (n, M, *S) log mixture weights (normalised by the caller; ``None`` = uniform);
     * ``weight`` broadcastable to (n, *S); ``avg_factor`` float or scalar tensor;
-    * ``rois`` (n, 5) ``[img, x1, y1, x2, y2]``: mix additionally over overlapping RoIs (needs ``S = (rh, rw)``).
+    * ``rois`` (n, 5) ``[img, x1, y1, x2, y2]``: mix additionally over overlapping RoIs (needs ``S = (rh, rw)``);
+      ``roi_pairs``: their overlapping pairs if the caller already has them (no second host read).
 
     Returns the reduced loss (or (n, *S) with ``reduction='none'``).
     """
@@ -179,7 +182,8 @@ class MVDGaussianMixtureNLLLoss(nn.Module):
     def forward(self, pred: Tensor, target: Union[Tensor, int, None] = None, logstd: Optional[Tensor] = None,
                 log_mix: Optional[Tensor] = None, weight: Optional[Tensor] = None,
                 avg_factor: Union[float, Tensor, None] = None, rois: Optional[Tensor] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
+                reduction_override: Optional[str] = None,
+                roi_pairs: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         reduction = reduction_override or self.reduction
         if isinstance(target, (int, float)):
             if target != 0:
@@ -187,7 +191,7 @@ class MVDGaussianMixtureNLLLoss(nn.Module):
             target = None
         logstd = self._logstd(pred, logstd)
         nll, inv_std, mix = mvd_gaussian_mixture_nll(pred, target, logstd, log_mix, rois, self.dim, self.delta,
-                                                     self.eps)
+                                                     self.eps, roi_pairs)
         if self.adaptive_weight:
             if self.training:
                 self._update_mean_inv_std(pred, inv_std, mix)

@@ -21,26 +21,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['overlapping_roi_pairs', 'logsumexp_across_rois', 'logsoftmax_across_rois']
+__all__ = ['overlap_matrix', 'overlapping_roi_pairs', 'logsumexp_across_rois', 'logsoftmax_across_rois']
 
 
-def overlapping_roi_pairs(rois: Tensor) -> Tuple[Tensor, Tensor]:
-    """Ordered pairs ``(i, j)``, ``i ≠ j``, of RoIs in the same image whose boxes intersect with positive width and
-    height.
+def overlap_matrix(rois: Tensor) -> Tensor:
+    """(G, G) bool: RoIs ``i ≠ j`` of the same image whose boxes intersect with positive width and height (no host
+    synchronisation).
 
     Args:
         rois: (G, 5) ``[img_idx, x1, y1, x2, y2]``.
-
-    Returns:
-        i, j: (P,) long indices (row-major order of the ``G×G`` overlap matrix).
     """
     img = rois[:, 0].round().long()
     boxes = rois[:, 1:5]
     lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
     rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
     pos = ((rb - lt) > 0).all(-1) & (img[:, None] == img[None, :])
-    pos.fill_diagonal_(False)
-    i, j = pos.nonzero(as_tuple=True)  # host sync: the number of overlapping pairs is data-dependent
+    return pos.fill_diagonal_(False)
+
+
+def overlapping_roi_pairs(rois: Tensor) -> Tuple[Tensor, Tensor]:
+    """Ordered pairs ``(i, j)`` of :func:`overlap_matrix` (row-major order of the ``G×G`` matrix).
+
+    Args:
+        rois: (G, 5) ``[img_idx, x1, y1, x2, y2]``.
+
+    Returns:
+        i, j: (P,) long indices.
+    """
+    i, j = overlap_matrix(rois).nonzero(as_tuple=True)  # host sync: the number of overlapping pairs is data-dependent
     return i, j
 
 
@@ -63,12 +71,13 @@ def _resample_pairs(x: Tensor, rois: Tensor, i: Tensor, j: Tensor) -> Tensor:
     return out.masked_fill(~inside, float('-inf'))
 
 
-def logsumexp_across_rois(x: Tensor, rois: Tensor) -> Tensor:
+def logsumexp_across_rois(x: Tensor, rois: Tensor, pairs: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
     """Per-cell log-sum-exp over each RoI and the overlapping RoIs of its image (see module docstring).
 
     Args:
         x: (G, c, rh, rw) per-RoI maps (finite values).
         rois: (G, 5) ``[img_idx, x1, y1, x2, y2]`` boxes in any common pixel frame (positive width and height).
+        pairs: :func:`overlapping_roi_pairs` of ``rois`` if the caller has them (saves their host sync).
 
     Returns:
         (G, c, rh, rw); equals ``x`` for RoIs without overlapping partners. Differentiable w.r.t. ``x``.
@@ -77,7 +86,7 @@ def logsumexp_across_rois(x: Tensor, rois: Tensor) -> Tensor:
         raise ValueError(f'x must be (G, c, rh, rw) and rois (G, 5), got {tuple(x.shape)} and {tuple(rois.shape)}')
     if x.shape[0] < 2:
         return x
-    i, j = overlapping_roi_pairs(rois)
+    i, j = overlapping_roi_pairs(rois) if pairs is None else pairs
     if i.numel() == 0:
         return x
     xj = _resample_pairs(x, rois, i, j)
@@ -88,14 +97,16 @@ def logsumexp_across_rois(x: Tensor, rois: Tensor) -> Tensor:
     return m + torch.log(s)
 
 
-def logsoftmax_across_rois(x: Tensor, rois: Tensor, extra_dim: Optional[int] = None) -> Tensor:
+def logsoftmax_across_rois(x: Tensor, rois: Tensor, extra_dim: Optional[int] = None,
+                           pairs: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
     """``x − logsumexp_across_rois(x)``, additionally normalised over ``extra_dim`` (e.g. 1 = heads) if given:
     then the softmax is over ``extra_dim`` × the overlapping RoIs jointly, per cell.
 
     Args:
-        x: (G, c, rh, rw); rois: (G, 5); extra_dim: None or a dim of ``x`` (not 0, 2, 3 in practice).
+        x: (G, c, rh, rw); rois: (G, 5); extra_dim: None or a dim of ``x`` (not 0, 2, 3 in practice);
+        pairs: as in :func:`logsumexp_across_rois`.
     """
-    lse = logsumexp_across_rois(x, rois)
+    lse = logsumexp_across_rois(x, rois, pairs)
     if extra_dim is not None:
         lse = lse.logsumexp(dim=extra_dim, keepdim=True)
     return x - lse

@@ -10,7 +10,7 @@ from mmdet3d.registry import MODELS
 import epropnp_det.models  # noqa: F401
 from epropnp_det.datasets.transforms.formatting import dense_x2d_from_transform
 from epropnp_det.models.layers.roi_aux_branch import (
-    active_gt_assignment,
+    active_gts_and_pairs,
     cell_indices_v1,
     cell_indices_v2,
     dist_dim_proj_error,
@@ -19,6 +19,7 @@ from epropnp_det.models.layers.roi_aux_branch import (
     roi_align_safe,
 )
 from epropnp_det.models.losses import MVDGaussianMixtureNLLLoss, logsoftmax_across_rois
+from epropnp_det.utils.op_counter import OpCounter
 
 W, H = 96, 64  # augmented (network input) image
 ORI_W, ORI_H = 120, 90
@@ -143,10 +144,44 @@ def test_dist_dim_proj_error_and_assignment():
     torch.testing.assert_close(err_near, diff * 0.1 / (1 * 10 * 0.2))  # distance clamped at 0.1 m
     gt_inds = torch.tensor([5, 2, 5, 9, 2, 5])
     w = torch.tensor([1., 2., 3., 1., 2., 0.5])
-    active, A = active_gt_assignment(gt_inds, w)
-    assert active.tolist() == [2, 5, 9]
+    rois_all = torch.tensor([[0., 0, 0, 10, 10]] * 10)
+    with OpCounter() as c:
+        active, A, rois, pairs, active_host = active_gts_and_pairs(gt_inds, w, rois_all)
+    assert len(c.syncs) == 1  # one host read for the active set and the pair count together
+    assert active.tolist() == active_host == [2, 5, 9]
     torch.testing.assert_close(A.sum(1), torch.ones(3))
     torch.testing.assert_close(A[1], torch.tensor([1., 0, 3, 0, 0, 0.5]) / 4.5)
+    torch.testing.assert_close(A[0], torch.tensor([0., 2, 0, 0, 2, 0]) / 4)
+    assert torch.equal(rois, rois_all[[2, 5, 9]])
+    assert list(zip(*[t.tolist() for t in pairs])) == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+
+
+def test_active_gts_and_pairs_brute_force():
+    """Pairs among the active RoIs against a double loop over them (same image, positive-area intersection), on
+    random boxes in 3 images, including inactive gts that overlap active ones."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(5):
+        G_all = 30
+        xy = torch.rand(G_all, 2, generator=g) * 100
+        wh = torch.rand(G_all, 2, generator=g) * 40 + 1
+        rois_all = torch.cat((torch.randint(0, 3, (G_all, 1), generator=g).float(), xy, xy + wh), 1)
+        gt_inds = torch.randint(0, G_all, (40,), generator=g)
+        w = torch.rand(40, generator=g)
+        active, A, rois, (i, j), active_host = active_gts_and_pairs(gt_inds, w, rois_all)
+        uniq = sorted(set(gt_inds.tolist()))
+        assert active.tolist() == active_host == uniq
+        want = []
+        for a, ga in enumerate(uniq):
+            for b, gb in enumerate(uniq):
+                ra, rb = rois_all[ga].tolist(), rois_all[gb].tolist()
+                inter_w = min(ra[3], rb[3]) - max(ra[1], rb[1])
+                inter_h = min(ra[4], rb[4]) - max(ra[2], rb[2])
+                if a != b and ra[0] == rb[0] and inter_w > 0 and inter_h > 0:
+                    want.append((a, b))
+        assert list(zip(i.tolist(), j.tolist())) == want and len(want) > 0
+        for a, ga in enumerate(uniq):
+            sel = gt_inds == ga
+            torch.testing.assert_close(A[a], torch.where(sel, w, 0.) / w[sel].sum())
 
 
 def _branch(**kw):
