@@ -1,1 +1,1 @@
-"""Small mm-aware utilities shared by the tools (imported by tools/, never by ops/)."""
+"""Small utilities shared by the tools and the models (never imported by ops/)."""

@@ -1,7 +1,8 @@
 """Fixed per-step overhead of one training step: aten ops launched, host synchronisations and their source lines.
 
     python tools/benchmarks/step_overhead.py [CONFIG ...] [--device cpu|cuda] [--batch-size 2] [--repeats 5]
-                                             [--warmup 2] [--threads 2] [--amp fp16|bf16] [--ref-tree PATH]
+                                             [--warmup 2] [--threads 2] [--amp fp16|bf16] [--device-path]
+                                             [--ref-tree PATH]
                                              [--data-root DIR] [--json PATH] [--cfg-options k=v ...]
 
 For each config (default: the embedded default ``configs/epropnp_det_r18_synthetic.py``) one batch of its train
@@ -18,11 +19,17 @@ then ``repeats`` steps are timed (wall clock, ``torch.cuda.synchronize`` around 
 ``--amp`` trains with ``EProPnPAmpOptimWrapper`` (fp16 with a dynamic loss scale, or bf16), as
 ``tools/train.py --amp`` does.
 
+``--device-path`` (CPU runs) takes the GPU code path where the project has a CPU-only branch
+(:mod:`epropnp_det.utils.device_path`: the grid-sample RoIAlign backward, the dims coder's label check, the PnP
+solver's guide-table sampler), so the syncs counted are those of the code a GPU runs. The data preprocessor's
+synchronisations are counted in their own column (on a GPU its reads are of host metadata).
+
 ``--ref-tree PATH`` measures the same configs a second time with the package of another checkout (e.g. a
 ``git worktree`` of an older commit) in a subprocess, and prints both side by side; the counting code is this
 file's in both runs.
 """
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -52,6 +59,26 @@ def _load_op_counter():
     return mod.OpCounter
 
 
+@contextlib.contextmanager
+def _device_path_context():
+    """The GPU code path on CPU tensors: the project's switch (:mod:`epropnp_det.utils.device_path`) and the PnP
+    solver's RSLM sampler (patched as its sync-free test does; the torch-only library has no switch of its own)."""
+    from epropnp_det.ops.pnp import solver
+    try:
+        from epropnp_det.utils.device_path import emulate_device_path
+    except ImportError:  # a --ref-tree checkout older than the switch: its CPU-only branches stay
+        emulate_device_path = contextlib.nullcontext
+    orig = getattr(solver, '_use_guide_table', None)
+    if orig is not None:
+        solver._use_guide_table = lambda device: False
+    try:
+        with emulate_device_path():
+            yield
+    finally:
+        if orig is not None:
+            solver._use_guide_table = orig
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('configs', nargs='*', default=[DEFAULT_CONFIG])
@@ -63,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--amp', choices=['fp16', 'bf16'], default=None)
     p.add_argument('--ref-tree', default=None, help='another checkout to measure side by side')
+    p.add_argument('--device-path', action='store_true',
+                   help='on the CPU, take the GPU code path where the project has a CPU-only branch')
     p.add_argument('--json', default=None, help='write the rows as JSON')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE')
     p.add_argument('--row-json', action='store_true', help=argparse.SUPPRESS)  # internal: print rows as JSON
@@ -110,13 +139,20 @@ def measure(config: str, args) -> Dict:
         if cuda:
             torch.cuda.synchronize()
 
-    def forward_backward():
-        # as mmengine's train_step: preprocessor, forward under the wrapper's context (autocast with AMP), backward
-        with optim_wrapper.optim_context(model):
-            data = model.data_preprocessor(batch, True)
-            losses = model.loss(data['inputs'], data['data_samples'])
-        loss, _ = model.parse_losses(losses)
-        optim_wrapper.backward(loss)
+    emulate = contextlib.nullcontext
+    if args.device_path and device_type == 'cpu':
+        emulate = _device_path_context
+
+    def forward_backward(pre_counter=None, fb_counter=None):
+        # as mmengine's train_step: preprocessor, forward under the wrapper's context (autocast with AMP), backward;
+        # the counters (if given) see the preprocessor and forward + backward separately
+        with emulate(), optim_wrapper.optim_context(model):
+            with pre_counter or contextlib.nullcontext():
+                data = model.data_preprocessor(batch, True)
+            with fb_counter or contextlib.nullcontext():
+                losses = model.loss(data['inputs'], data['data_samples'])
+                loss, _ = model.parse_losses(losses)
+                optim_wrapper.backward(loss)
         return loss
 
     def optimizer_step():
@@ -127,8 +163,8 @@ def measure(config: str, args) -> Dict:
         forward_backward()
         optimizer_step()
     sync()
-    with OpCounter(host_is_device=device_type == 'cpu') as fb:
-        loss = forward_backward()
+    fb, pre = OpCounter(host_is_device=device_type == 'cpu'), OpCounter(host_is_device=device_type == 'cpu')
+    loss = forward_backward(pre, fb)
     with OpCounter(host_is_device=device_type == 'cpu', record_sites=False) as opt:
         optimizer_step()
     times = []
@@ -142,6 +178,8 @@ def measure(config: str, args) -> Dict:
     sites = Counter(f'{site} ({reason})' for reason, site in fb.syncs)
     mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
     return dict(config=osp.basename(config), device=args.device, batch=args.batch_size, amp=args.amp or 'fp32',
+                code_path='device' if args.device_path or cuda else 'cpu', syncs_preprocessor=pre.num_syncs,
+                preprocessor_sync_sites=sorted(Counter(f'{site} ({reason})' for reason, site in pre.syncs).items()),
                 ops_fwd_bwd=fb.ops, syncs=fb.num_syncs, ops_optimizer=opt.ops, step_s=statistics.median(times),
                 times=times, loss=float(loss), sync_sites=sorted(sites.items()), gpu_mem_gib=mem,
                 top_ops=fb.top_ops(8))
@@ -152,6 +190,7 @@ def _rows_from_tree(tree: str, args) -> List[Dict]:
     cmd = [sys.executable, osp.abspath(__file__), *args.configs, '--device', args.device, '--batch-size',
            str(args.batch_size), '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--threads',
            str(args.threads), '--row-json'] + (['--data-root', args.data_root] if args.data_root else []) + \
+        (['--device-path'] if args.device_path else []) + \
         (['--amp', args.amp] if args.amp else []) + (['--cfg-options', *args.cfg_options] if args.cfg_options else [])
     env = dict(os.environ, STEP_OVERHEAD_PACKAGE_ROOT=osp.abspath(tree))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -162,14 +201,14 @@ def _rows_from_tree(tree: str, args) -> List[Dict]:
 
 
 def format_rows(rows: List[Dict], ref: Optional[List[Dict]] = None) -> str:
-    header = ['config', 'device', 'batch', 'precision', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'aten ops optimizer',
-              'step ms (median)']
+    header = ['config', 'device', 'code path', 'batch', 'precision', 'aten ops fwd+bwd', 'syncs fwd+bwd',
+              'syncs preprocessor', 'aten ops optimizer', 'step ms (median)']
     if ref:
         header += ['ref aten ops', 'ref syncs', 'ref step ms', 'ops ratio ref/now', 'speed-up']
     out = []
     for i, r in enumerate(rows):
-        row = [r['config'], r['device'], r['batch'], r['amp'], r['ops_fwd_bwd'], r['syncs'], r['ops_optimizer'],
-               f"{r['step_s'] * 1e3:.1f}"]
+        row = [r['config'], r['device'], r.get('code_path', ''), r['batch'], r['amp'], r['ops_fwd_bwd'], r['syncs'],
+               r.get('syncs_preprocessor', ''), r['ops_optimizer'], f"{r['step_s'] * 1e3:.1f}"]
         if ref:
             q = ref[i]
             row += [q['ops_fwd_bwd'], q['syncs'], f"{q['step_s'] * 1e3:.1f}",
@@ -182,6 +221,8 @@ def format_rows(rows: List[Dict], ref: Optional[List[Dict]] = None) -> str:
             text += '\n  none'
         for site, n in r['sync_sites']:
             text += f'\n  {n} x {site}'
+        for site, n in r.get('preprocessor_sync_sites', []):
+            text += f'\n  (data preprocessor) {n} x {site}'
     return text
 
 

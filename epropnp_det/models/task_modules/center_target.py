@@ -187,6 +187,7 @@ class EProPnPVolumeCenter:
         filters Python lists with it); on the device the kept indices come from a stable sort, without another
         synchronisation.
         """
+        # the host read of the gt filtering: the per-image kept counts shape everything downstream
         flat_valid = torch.cat(valid).tolist() if valid else []
         sizes = [int(v.shape[0]) for v in valid]
         starts = [sum(sizes[:b]) for b in range(len(valid))]

@@ -9,6 +9,8 @@ import torch
 from mmdet3d.registry import TASK_UTILS
 from torch import Tensor
 
+from epropnp_det.utils.device_path import on_device_path
+
 __all__ = ['EProPnPMultiClassLogDimCoder', 'NUSCENES_DIM_MEANS', 'NUSCENES_DIM_STDS']
 
 # car, truck, trailer, bus, construction_vehicle, bicycle, motorcycle, pedestrian, traffic_cone, barrier
@@ -42,7 +44,7 @@ class EProPnPMultiClassLogDimCoder:
     def _params(self, labels: Tensor, ref: Tensor):
         # checked where it is free (host tensors); on a device the check would synchronise (the labels are
         # validated when the dataset is built, and an out-of-range index still fails in the gather below)
-        if labels.device.type == 'cpu' and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+        if not on_device_path(labels) and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f'labels must be in [0, {self.num_classes}), got range '
                              f'[{int(labels.min())}, {int(labels.max())}]')
         return self.log_means.to(ref)[labels], self.rel_stds.to(ref)[labels]

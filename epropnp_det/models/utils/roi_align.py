@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from mmcv.ops import roi_align as mmcv_roi_align
 from torch import Tensor
 
+from epropnp_det.utils.device_path import on_device_path
+
 __all__ = ['roi_align_aligned', 'roi_align_grid_sample']
 
 
@@ -84,7 +86,7 @@ def roi_align_aligned(x: Tensor, rois: Tensor, size: Tuple[int, int], spatial_sc
     precision a bf16 map (and an fp16 map on the CPU) is pooled in float32: mmcv has no kernels for them."""
     if x.dtype == torch.bfloat16 or (x.dtype == torch.float16 and not x.is_cuda):
         x = x.float()
-    if not x.is_cuda and x.requires_grad and torch.is_grad_enabled():
+    if not on_device_path(x) and x.requires_grad and torch.is_grad_enabled():
         return roi_align_grid_sample(x, rois, size, spatial_scale)
     if rois.shape[0] == 0:
         return x.new_zeros((0, x.shape[1]) + tuple(size)) + 0 * x.sum()
