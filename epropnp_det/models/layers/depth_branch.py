@@ -98,21 +98,22 @@ class EProPnPDepthBranch(BaseModule):
             cam_pts_uvz: per image (m_b, 3) ``[u, v, z]``, original-image K-projections (``pixel_convention``).
             K: (B, 3, 3) original intrinsics. T: (B, 3, 3) ``img_transform``. img_wh: (B, 2) unpadded size.
         """
-        locs, zs, focals, inds, total = [], [], [], [], 0
-        for b, pts in enumerate(cam_pts_uvz):
-            pts = pts.to(K).reshape(-1, 3)
-            total += len(pts)
-            uv = pts[:, :2] + PIXEL_CONVENTIONS[self.pixel_convention]
-            loc = apply_homography(T[b], uv)
-            w, h = img_wh[b, 0], img_wh[b, 1]
-            keep = (loc[:, 0] >= 0) & (loc[:, 0] < w) & (loc[:, 1] >= 0) & (loc[:, 1] < h)
-            locs.append(loc[keep])
-            zs.append(pts[keep, 2])
-            focals.append(((K[b, 0, 0] + K[b, 1, 1]) / 2).expand(int(keep.sum())))
-            inds.append(torch.full((int(keep.sum()),), b, dtype=torch.long, device=K.device))
-        cat = lambda x, shape: torch.cat(x) if x else K.new_zeros(shape)  # noqa: E731
-        return DepthPoints(cat(locs, (0, 2)), cat(zs, (0,)), cat(focals, (0,)),
-                           torch.cat(inds) if inds else torch.zeros(0, dtype=torch.long, device=K.device), total)
+        sizes = [int(p.numel()) // 3 for p in cam_pts_uvz]  # host-side shapes
+        total = sum(sizes)
+        if total == 0:
+            return DepthPoints(K.new_zeros(0, 2), K.new_zeros(0), K.new_zeros(0),
+                               torch.zeros(0, dtype=torch.long, device=K.device), 0)
+        pts = torch.cat([p.to(K).reshape(-1, 3) for p in cam_pts_uvz])  # (P, 3), images in order
+        img = torch.repeat_interleave(torch.arange(len(sizes), device=K.device),
+                                      torch.tensor(sizes, device=K.device), output_size=total)
+        uv = pts[:, :2] + PIXEL_CONVENTIONS[self.pixel_convention]
+        loc = apply_homography(T[img], uv[:, None])[:, 0]
+        w, h = img_wh[img, 0], img_wh[img, 1]
+        keep = (loc[:, 0] >= 0) & (loc[:, 0] < w) & (loc[:, 1] >= 0) & (loc[:, 1] < h)
+        n = int(keep.sum())  # host read (the depth branch's one): the number of kept points shapes the loss
+        sel = torch.argsort((~keep).to(torch.uint8), stable=True)[:n]  # kept points, in their original order
+        img = img[sel]
+        return DepthPoints(loc[sel], pts[sel, 2], (K[img, 0, 0] + K[img, 1, 1]) / 2, img, total)
 
     def forward(self, value_map: Tensor, loc: Tensor, img_inds: Tensor, stride: float):
         """Value-map features at ``loc`` → per-point mode codes and logits.

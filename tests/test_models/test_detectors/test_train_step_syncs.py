@@ -5,6 +5,7 @@
 import linecache
 import os
 
+import pytest
 import torch
 
 from epropnp_det.ops.pnp import solver
@@ -13,6 +14,7 @@ from epropnp_det.utils.op_counter import OpCounter
 
 from ._helpers import build_detector
 from .test_epropnp_det import _data
+from .test_v2_synthetic import _data as _data_v2
 
 
 def _justified(site: str) -> bool:
@@ -31,9 +33,11 @@ def test_device_path_switch():
     assert not on_device_path(t)
 
 
-def test_embedded_default_train_step_syncs_on_the_device_path(monkeypatch):
-    model = build_detector('configs/epropnp_det_r18_synthetic.py', pretrained=False).train()
-    data = _data(model, True)
+@pytest.mark.parametrize('config', ['epropnp_det_r18_synthetic.py', 'epropnp_det_r18_synthetic_v2.py'])
+def test_train_step_syncs_on_the_device_path(monkeypatch, config):
+    """The embedded default (v1) and v2 (depth branch, LiDAR RoI regression)."""
+    model = build_detector('configs/' + config, pretrained=False).train()
+    data = (_data_v2 if 'v2' in config else _data)(model, True)
     monkeypatch.setattr(solver, '_use_guide_table', lambda device: False)
     with emulate_device_path(), OpCounter() as c:
         losses = model(**data, mode='loss')
