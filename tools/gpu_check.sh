@@ -105,7 +105,7 @@ stage step_overhead_r101 150 "$PY" tools/benchmarks/step_overhead.py configs/epr
     configs/baselines/fcos3d_r101_nus.py --device cuda --data-root "$DATA" --batch-size 3 --repeats 5 --warmup 2 \
     --cfg-options model.backbone.init_cfg=None --json "$OUTDIR/step_overhead_r101.json"
 stage gpu_tests_detector 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider \
-    tests/test_models/test_detectors/test_device_training.py
+    tests/test_models/test_detectors/test_device_training.py tests/test_models/test_detectors/test_train_step_syncs.py
 stage step_overhead_r101_amp 100 "$PY" tools/benchmarks/step_overhead.py configs/epropnp_det_r101.py \
     --device cuda --data-root "$DATA" --batch-size 3 --repeats 5 --warmup 2 --amp fp16 \
     --cfg-options model.backbone.init_cfg=None --json "$OUTDIR/step_overhead_r101_amp.json"

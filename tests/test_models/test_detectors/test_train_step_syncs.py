@@ -55,3 +55,19 @@ def test_train_step_syncs_on_the_device_path(monkeypatch, config):
     with OpCounter() as cpu:
         loss_cpu, _ = model.parse_losses(model(**data, mode='loss'))
     assert cpu.num_syncs > len(sites) and torch.isfinite(loss_cpu)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('config', ['epropnp_det_r18_synthetic.py', 'epropnp_det_r18_synthetic_v2.py'])
+def test_train_step_syncs_on_cuda(config):
+    """The same count on a GPU, where only reads of device tensors synchronise (``host_is_device=False``)."""
+    model = build_detector('configs/' + config, pretrained=False).cuda().train()
+    data = (_data_v2 if 'v2' in config else _data)(model, True)
+    for _ in range(2):  # the first iteration captures the PnP layer's CUDA graphs
+        with OpCounter(host_is_device=False) as c:
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
+            loss.backward()
+    sites = [s for _, s in c.syncs]
+    assert len(sites) <= 5, c.sync_sites()
+    assert not [s for s in sites if not _justified(s)], sites
+    assert torch.isfinite(loss)
