@@ -160,3 +160,35 @@ def test_every_benchmark_has_the_json_option():
                              capture_output=True, text=True, cwd=REPO, timeout=120)
         assert out.returncode == 0, (f, out.stderr[-1000:])
         assert '--json' in out.stdout, f
+
+
+def test_data_loading_times_each_transform_and_sizes_workers():
+    """tools/benchmarks/data_loading.py on a fake dataset whose two transforms sleep 20 ms and 5 ms: each is timed
+    on its own, in order, and the table prints the workers a step needs."""
+    import time
+    import types
+
+    import data_loading
+
+    def slow(results):
+        time.sleep(0.02)
+        return results
+
+    def fast(results):
+        time.sleep(0.005)
+        return dict(results, done=True)
+    ds = types.SimpleNamespace(pipeline=types.SimpleNamespace(transforms=[slow, fast]))
+    from collections import defaultdict
+    times = defaultdict(list)
+    data_loading._timed_pipeline(ds, times)
+    out = {}
+    for t in ds.pipeline.transforms:
+        out = t(out)
+    assert out == dict(done=True) and list(times) == ['0:function', '1:function']
+    assert 0.02 <= times['0:function'][0] < 0.05 and 0.005 <= times['1:function'][0] < 0.02
+    row = dict(config='c.py', samples=4, batch=3, num_workers=1, sample_ms_mean=50.0, sample_ms_median=50.0,
+               samples_per_s_per_worker=20.0, workers_needed={'0.2': math.ceil(3 * 0.05 / 0.2),
+                                                             '0.1': math.ceil(3 * 0.05 / 0.1)},
+               transforms_ms={'0:function': 40.0, '1:function': 10.0})
+    text = data_loading.format_rows([row], [0.2, 0.1])
+    assert table_rows(text)[1] == ['c.py', '3', '50.0', '20.0', '1', '2', '1']
