@@ -21,7 +21,9 @@ then ``repeats`` steps are timed (wall clock, ``torch.cuda.synchronize`` around 
 
 ``--device-path`` (CPU runs) takes the GPU code path where the project has a CPU-only branch
 (:mod:`epropnp_det.utils.device_path`: the grid-sample RoIAlign backward, the dims coder's label check, the PnP
-solver's guide-table sampler), so the syncs counted are those of the code a GPU runs. The data preprocessor's
+solver's guide-table sampler), so the syncs counted are those of the code a GPU runs, and it estimates the launches
+of a GPU step: the aten ops with each of the PnP layer's CUDA-graph stages (RSLM + solve, AMIS) counted as its
+replay (input copies, output clones, one launch) instead of its eager ops. The data preprocessor's
 synchronisations are counted in their own column (on a GPU its reads are of host metadata).
 
 ``--ref-tree PATH`` measures the same configs a second time with the package of another checkout (e.g. a
@@ -59,24 +61,51 @@ def _load_op_counter():
     return mod.OpCounter
 
 
+#: ops of the PnP layer's CUDA-graph stages run eagerly under ``--device-path``, minus what a replay launches
+_GRAPH_STAGE_OPS = [0]
+
+
 @contextlib.contextmanager
 def _device_path_context():
-    """The GPU code path on CPU tensors: the project's switch (:mod:`epropnp_det.utils.device_path`) and the PnP
-    solver's RSLM sampler (patched as its sync-free test does; the torch-only library has no switch of its own)."""
+    """The GPU code path on CPU tensors: the project's switch (:mod:`epropnp_det.utils.device_path`), the PnP
+    solver's RSLM sampler (patched as its sync-free test does; the torch-only library has no switch of its own) and
+    the PnP layer's CUDA-graph stages, which run eagerly here with their ops tallied in ``_GRAPH_STAGE_OPS`` so
+    that the launches of a GPU step can be estimated (a replay: one copy per input, one clone per output, the
+    graph launch itself)."""
     from epropnp_det.ops.pnp import solver
     try:
         from epropnp_det.utils.device_path import emulate_device_path
     except ImportError:  # a --ref-tree checkout older than the switch: its CPU-only branches stay
         emulate_device_path = contextlib.nullcontext
-    orig = getattr(solver, '_use_guide_table', None)
-    if orig is not None:
-        solver._use_guide_table = lambda device: False
+    try:
+        from epropnp_det.ops.pnp import _graphs
+    except ImportError:  # a checkout without CUDA graphs: every op is a launch
+        _graphs = None
+    OpCounter = _load_op_counter()
+    patched = []
+
+    def patch(obj, name, value):
+        if obj is not None and hasattr(obj, name):
+            patched.append((obj, name, getattr(obj, name)))
+            setattr(obj, name, value)
+
+    def run_eagerly(name, fn, tensors, obj_dims, out_obj_dims, static, generator, num_objects):
+        with OpCounter(record_sites=False) as inner:
+            out = fn(*tensors, generator)
+        replay = sum(t is not None for t in tensors) + len(pytree_leaves(out)) + 1
+        _GRAPH_STAGE_OPS[0] += inner.ops - replay
+        return out
+
+    from torch.utils._pytree import tree_leaves as pytree_leaves
+    patch(solver, '_use_guide_table', lambda device: False)
+    patch(_graphs, 'enabled', lambda backend, device: backend in ('default', 'auto'))
+    patch(_graphs, 'run', run_eagerly)
     try:
         with emulate_device_path():
             yield
     finally:
-        if orig is not None:
-            solver._use_guide_table = orig
+        for obj, name, value in reversed(patched):
+            setattr(obj, name, value)
 
 
 def parse_args(argv=None):
@@ -164,7 +193,9 @@ def measure(config: str, args) -> Dict:
         optimizer_step()
     sync()
     fb, pre = OpCounter(host_is_device=device_type == 'cpu'), OpCounter(host_is_device=device_type == 'cpu')
+    _GRAPH_STAGE_OPS[0] = 0
     loss = forward_backward(pre, fb)
+    graph_saved = _GRAPH_STAGE_OPS[0]
     with OpCounter(host_is_device=device_type == 'cpu', record_sites=False) as opt:
         optimizer_step()
     times = []
@@ -182,7 +213,8 @@ def measure(config: str, args) -> Dict:
                 preprocessor_sync_sites=sorted(Counter(f'{site} ({reason})' for reason, site in pre.syncs).items()),
                 ops_fwd_bwd=fb.ops, syncs=fb.num_syncs, ops_optimizer=opt.ops, step_s=statistics.median(times),
                 times=times, loss=float(loss), sync_sites=sorted(sites.items()), gpu_mem_gib=mem,
-                top_ops=fb.top_ops(8))
+                top_ops=fb.top_ops(8),
+                est_gpu_ops_fwd_bwd=fb.ops - graph_saved if args.device_path and not cuda else None)
 
 
 def _rows_from_tree(tree: str, args) -> List[Dict]:
@@ -203,16 +235,24 @@ def _rows_from_tree(tree: str, args) -> List[Dict]:
 def format_rows(rows: List[Dict], ref: Optional[List[Dict]] = None) -> str:
     header = ['config', 'device', 'code path', 'batch', 'precision', 'aten ops fwd+bwd', 'syncs fwd+bwd',
               'syncs preprocessor', 'aten ops optimizer', 'step ms (median)']
+    est = any(r.get('est_gpu_ops_fwd_bwd') is not None for r in rows)
+    if est:
+        header.insert(6, 'est. GPU launches fwd+bwd')
     if ref:
         header += ['ref aten ops', 'ref syncs', 'ref step ms', 'ops ratio ref/now', 'speed-up']
     out = []
     for i, r in enumerate(rows):
         row = [r['config'], r['device'], r.get('code_path', ''), r['batch'], r['amp'], r['ops_fwd_bwd'], r['syncs'],
                r.get('syncs_preprocessor', ''), r['ops_optimizer'], f"{r['step_s'] * 1e3:.1f}"]
+        if est:
+            row.insert(6, r.get('est_gpu_ops_fwd_bwd'))
         if ref:
             q = ref[i]
-            row += [q['ops_fwd_bwd'], q['syncs'], f"{q['step_s'] * 1e3:.1f}",
-                    f"{q['ops_fwd_bwd'] / max(r['ops_fwd_bwd'], 1):.2f}x", f"{q['step_s'] / r['step_s']:.2f}x"]
+            # with --device-path: the ref's ops (every op a launch where it has no CUDA graphs) against the estimate
+            now_ops = r.get('est_gpu_ops_fwd_bwd') or r['ops_fwd_bwd']
+            ref_ops = q.get('est_gpu_ops_fwd_bwd') or q['ops_fwd_bwd']
+            row += [ref_ops, q['syncs'], f"{q['step_s'] * 1e3:.1f}", f"{ref_ops / max(now_ops, 1):.2f}x",
+                    f"{q['step_s'] / r['step_s']:.2f}x"]
         out.append(row)
     text = format_table(header, out, title='one training step: aten ops, host synchronisations, time')
     for r in rows:
