@@ -9,7 +9,7 @@ A table lives between two marker comments in a Markdown file::
 and ``NAME`` is a key of :data:`TABLES` (which JSON file, which renderer). Only the text between the markers is
 rewritten. Usage::
 
-    python tools/make_readme_tables.py            # rewrite the tables in README.md, docs/gpu.md, docs/results/README.md
+    python tools/make_readme_tables.py            # rewrite the tables of the files in DOCS
     python tools/make_readme_tables.py --check    # exit 1 and name every table that is out of date
 
 ``tests/test_foundation/test_readme_tables.py`` runs ``--check``'s logic in the default test suite. The JSON files
@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(REPO, 'docs', 'results')
 #: Markdown files whose tables are generated (relative to the repository root)
-DOCS = ('README.md', osp.join('docs', 'gpu.md'), osp.join('docs', 'results', 'README.md'))
+DOCS = ('README.md', osp.join('docs', 'gpu.md'), osp.join('docs', 'results', 'README.md'), osp.join('docs', 'pnp_layer.md'))
 #: table name -> the docs/results file it shows; a new measurement (``--json docs/results/NAME_DATE.json``) is shown
 #: by pointing its table here at the new file
 SOURCES: Dict[str, str] = {
@@ -36,6 +36,9 @@ SOURCES: Dict[str, str] = {
     'pnp-vs-original-cuda': 'pnp_layer_vs_original_cuda_h200_2026-12-04.json',
     'pnp-vs-original-cpu': 'pnp_layer_vs_original_cpu_2026-12-04.json',
     'pnp-graphs-vs-eager-cuda': 'pnp_layer_graphs_vs_eager_cuda_h200_2026-12-04.json',
+    'pnp-vs-original-cpu-compiled': 'pnp_layer_vs_original_cpu_auto_2026-11-24.json',
+    'pnp-accuracy-cpu': 'pnp_layer_accuracy_cpu_2026-11-24.json',
+    'pnp-first-call-cpu': 'pnp_first_call_cpu_2026-12-05.json',
     'step-overhead-cuda': 'step_overhead_cuda_h200_2026-12-04.json',
     'step-overhead-cpu': 'step_overhead_cpu_2026-12-04.json',
     'demo-speed': 'demo_speed_cpu_2026-12-04.json',
@@ -92,10 +95,30 @@ def table_synthetic_all_runs() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ PnP layer
+_PNP_ROW_NAMES = {'mc_train': 'MC loss train step', 'gn_infer': 'GN inference',
+                  'deriv_reg': 'derivative regularisation'}
+
+
+def pnp_vs_original_rows(data: dict) -> List[dict]:
+    """Rows ``{row, ours_s, original_s, speedup_*, *_first_call_s}`` from either layout: as carried by hand, or as
+    ``pnp_layer.py --original PATH --interleave --json`` writes it (``interleaved``: ``name, N, n, K, ours, orig,
+    ratio, ratio_min, ratio_max, first_ours, first_orig``; times rounded to ms, first calls to 10 ms)."""
+    if 'rows' in data:
+        return data['rows']
+    out = []
+    for r in data['interleaved']:
+        dims = (r['N'], r['n']) + ((r['K'],) if r['K'] else ())
+        label = _PNP_ROW_NAMES[r['name'].rsplit('_', 1)[0]] + ' (' + ', '.join(str(d) for d in dims) + ')'
+        out.append(dict(row=label, ours_s=round(r['ours'], 3), original_s=round(r['orig'], 3),
+                        speedup_median=r['ratio'], speedup_min=r['ratio_min'], speedup_max=r['ratio_max'],
+                        ours_first_call_s=round(r['first_ours'], 2), original_first_call_s=round(r['first_orig'], 2)))
+    return out
+
+
 def _vs_original(name: str) -> str:
     rows = [[r['row'], _g(r['ours_s']), _g(r['original_s']),
              f'{r["speedup_median"]:.2f}× ({r["speedup_min"]:.2f}–{r["speedup_max"]:.2f})',
-             _g(r['ours_first_call_s']), _g(r['original_first_call_s'])] for r in load(name)['rows']]
+             _g(r['ours_first_call_s']), _g(r['original_first_call_s'])] for r in pnp_vs_original_rows(load(name))]
     return md_table(['row (N, n, K)', 'ours s', 'original s', 'speed-up (min–max)', 'ours 1st call s',
                      'original 1st call s'], rows)
 
@@ -114,6 +137,28 @@ def table_pnp_graphs_vs_eager_cuda() -> str:
             for r in load(SOURCES['pnp-graphs-vs-eager-cuda'])['rows']]
     return md_table(['row', 'graphs s', 'eager s', 'graphs / eager', 'aten ops graphs', 'aten ops eager',
                      'accuracy (t err m, graphs / eager)'], rows)
+
+
+def table_pnp_vs_original_cpu_compiled() -> str:
+    rows = [[r['row'], f'{r["ours_s"]:.3f}', f'{r["original_s"]:.3f}', f'{r["speedup_median"]:.1f}×',
+             f'{r["speedup_min"]:.1f}–{r["speedup_max"]:.1f}×']
+            for r in load(SOURCES['pnp-vs-original-cpu-compiled'])['rows']]
+    return md_table(['row (N, n, K)', 'ours s', 'original s', 'speed-up (median of pairs)', 'range over pairs'], rows)
+
+
+def table_pnp_accuracy_cpu() -> str:
+    def pair(d, fmt):
+        return f'{d["ours"]:{fmt}} / {d["original"]:{fmt}}'
+    rows = [[r['row'], pair(r['t_err_m'], '.3f'), pair(r['yaw_err_deg'], '.2f'), pair(r['pct_far'], '.1f'),
+             pair(r['pct_agree'], 'g'), pair(r['peak_mb'], 'g')] for r in load(SOURCES['pnp-accuracy-cpu'])['rows']]
+    return md_table(['row (N, n, K)', 't err m (ours / orig)', 'yaw °', '> 1 m %', 'agree % (ours / orig)',
+                     'peak MB (ours / orig)'], rows)
+
+
+def table_pnp_first_call_cpu() -> str:
+    rows = [[r['name'], f'{r["first_call_s"]:.1f}', f'{r["second_call_s"]:.1f}']
+            for r in load(SOURCES['pnp-first-call-cpu'])['rows']]
+    return md_table(['function (problem)', '1st call s', '2nd call s'], rows)
 
 
 # ------------------------------------------------------------------------------------------------ train steps
@@ -189,6 +234,9 @@ TABLES: Dict[str, Callable[[], str]] = {
     'pnp-vs-original-cuda': table_pnp_vs_original_cuda,
     'pnp-vs-original-cpu': table_pnp_vs_original_cpu,
     'pnp-graphs-vs-eager-cuda': table_pnp_graphs_vs_eager_cuda,
+    'pnp-vs-original-cpu-compiled': table_pnp_vs_original_cpu_compiled,
+    'pnp-accuracy-cpu': table_pnp_accuracy_cpu,
+    'pnp-first-call-cpu': table_pnp_first_call_cpu,
     'step-overhead-cuda': table_step_overhead_cuda,
     'step-overhead-cpu': table_step_overhead_cpu,
     'demo-speed': table_demo_speed,

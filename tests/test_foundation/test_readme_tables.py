@@ -18,7 +18,7 @@ def _tool():
     return mod
 
 
-@pytest.mark.parametrize('doc', ['README.md', 'docs/gpu.md', 'docs/results/README.md'])
+@pytest.mark.parametrize('doc', ['README.md', 'docs/gpu.md', 'docs/results/README.md', 'docs/pnp_layer.md'])
 def test_tables_are_up_to_date(doc):
     tool = _tool()
     text = open(os.path.join(REPO, doc), encoding='utf-8').read()
