@@ -22,7 +22,7 @@ grazing triangle edges.
 Fix of docs/method.md §13.6: invalid objects are not silently removed; :meth:`EProPnPVolumeCenter.get_targets` returns
 the validity masks and the number of dropped objects, which the head logs.
 """
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet3d.registry import TASK_UTILS
@@ -32,23 +32,30 @@ from epropnp_det.ops.pixels import check_pixel_convention, continuous_to_k_proje
 from epropnp_det.ops.pnp.rotation import yaw_to_rot_mat
 from epropnp_det.structures.boxes import cam_boxes_to_model
 
-__all__ = ['EProPnPVolumeCenter', 'ray_box_depths', 'ValidGt']
+__all__ = ['EProPnPVolumeCenter', 'box_frames', 'ray_box_depths', 'ValidGt']
 
 
-def ray_box_depths(rays: Tensor, boxes: Tensor) -> Tuple[Tensor, Tensor]:
+def box_frames(boxes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per box: rotation ``R`` (n, 3, 3) with ``X_cam = R·X_obj + t``, half sizes (n, 1, 3) and the camera centre in
+    the object frame ``−Rᵀt`` (n, 3) — the box-only part of :func:`ray_box_depths`, computable for a whole batch."""
+    rot = yaw_to_rot_mat(boxes[:, 6])
+    return rot, boxes[:, None, :3] / 2, -(rot.transpose(1, 2) @ boxes[:, 3:6, None])[..., 0]
+
+
+def ray_box_depths(rays: Tensor, boxes: Tensor, frames: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+                   ) -> Tuple[Tensor, Tensor]:
     """Entry / exit camera-z of rays through boxes (slab test).
 
     Args:
         rays: (M, 3) camera-frame ray directions with ``d_z = 1`` (origin at the camera centre).
         boxes: (n, 7) ``[l, h, w, x, y, z, yaw]``, geometric centre, camera frame, metres.
+        frames: :func:`box_frames` of ``boxes`` if already computed.
 
     Returns:
         t_near, t_far: (M, n) camera z (metres) where each ray enters / leaves each box (``t_far < t_near`` if
         it misses).
     """
-    rot = yaw_to_rot_mat(boxes[:, 6])  # (n, 3, 3): X_cam = R·X_obj + t
-    half = boxes[:, None, :3] / 2  # (n, 1, 3)
-    origin = -(rot.transpose(1, 2) @ boxes[:, 3:6, None])[..., 0]  # (n, 3) camera centre in the object frame
+    rot, half, origin = box_frames(boxes) if frames is None else frames
     dirs = torch.einsum('nji,mj->nmi', rot, rays)  # (n, M, 3) = Rᵀ d
     tiny = torch.finfo(dirs.dtype).tiny
     dirs = torch.where(dirs.abs() < tiny, torch.full_like(dirs, tiny), dirs)  # parallel rays: ±inf slabs
@@ -95,24 +102,29 @@ class EProPnPVolumeCenter:
         self.pixel_convention, self.supersample = pixel_convention, supersample
 
     def cell_grid(self, feat_hw: Sequence[int], img_wh: Tensor, dtype=torch.float32, device=None):
-        """Cell centres (h·w, 2) and fraction of each cell inside the unpadded image (h·w,)."""
+        """Cell centres (h·w, 2) and fraction of each cell inside the unpadded image: (h·w,) for ``img_wh`` (2,),
+        (B, h·w) for (B, 2)."""
         h, w = int(feat_hw[0]), int(feat_hw[1])
         s = self.output_stride
         ys = (torch.arange(h, dtype=dtype, device=device) + 0.5) * s
         xs = (torch.arange(w, dtype=dtype, device=device) + 0.5) * s
         yy, xx = torch.meshgrid(ys, xs, indexing='ij')
         centres = torch.stack((xx, yy), -1).reshape(-1, 2)
-        frac = ((img_wh.to(dtype) - (centres - s / 2)) / s).clamp(0, 1).prod(-1)  # avg-pooled image mask
+        frac = ((img_wh.to(dtype)[..., None, :] - (centres - s / 2)) / s).clamp(0, 1).prod(-1)  # avg-pooled mask
         return centres, frac
 
-    def thickness(self, boxes: Tensor, cam2img: Tensor, img_transform: Tensor, points_aug: Tensor) -> Tensor:
-        """Counted thickness (metres) of each box along the rays through augmented points: (M, n)."""
-        pts = torch.cat((points_aug, torch.ones_like(points_aug[:, :1])), -1) @ torch.linalg.inv(img_transform).T
-        pts = pts[:, :2] / pts[:, 2:]
-        pts = continuous_to_k_projection(pts, self.pixel_convention)
-        rays = torch.cat((pts, torch.ones_like(pts[:, :1])), -1) @ torch.linalg.inv(cam2img).T
-        rays = rays / rays[:, 2:]
-        t_near, t_far = ray_box_depths(rays, boxes)
+    def rays(self, cam2img: Tensor, img_transform: Tensor, points_aug: Tensor) -> Tensor:
+        """Camera rays (``d_z = 1``) through augmented points: (..., M, 3) for (..., 3, 3) matrices and (M, 2)
+        points (a batch of images in one pass)."""
+        pts = torch.cat((points_aug, torch.ones_like(points_aug[:, :1])), -1) @ \
+            torch.linalg.inv(img_transform).transpose(-1, -2)
+        pts = continuous_to_k_projection(pts[..., :2] / pts[..., 2:], self.pixel_convention)
+        rays = torch.cat((pts, torch.ones_like(pts[..., :1])), -1) @ torch.linalg.inv(cam2img).transpose(-1, -2)
+        return rays / rays[..., 2:]
+
+    def thickness_along(self, rays: Tensor, boxes: Tensor, frames=None) -> Tensor:
+        """Counted thickness (metres) of each box along rays (M, 3): (M, n) (``frames``: :func:`box_frames`)."""
+        t_near, t_far = ray_box_depths(rays, boxes, frames)
         hit = (t_far > t_near) & (t_near > self.z_clip)
         n = boxes.shape[0]
         if self.faces_per_pixel is not None and 2 * n > self.faces_per_pixel:
@@ -121,6 +133,10 @@ class EProPnPVolumeCenter:
             kth = depths.kthvalue(self.faces_per_pixel, dim=1).values  # 16th nearest face depth per ray
             hit = hit & (t_far <= kth[:, None])
         return torch.where(hit, t_far - t_near, torch.zeros_like(t_near))
+
+    def thickness(self, boxes: Tensor, cam2img: Tensor, img_transform: Tensor, points_aug: Tensor) -> Tensor:
+        """Counted thickness (metres) of each box along the rays through augmented points: (M, n)."""
+        return self.thickness_along(self.rays(cam2img, img_transform, points_aug), boxes)
 
     def __call__(self, boxes_3d: Tensor, bboxes_2d: Tensor, cam2img: Tensor, img_transform: Tensor,
                  img_wh: Tensor, feat_hw: Sequence[int]) -> Tuple[Tensor, Tensor]:
@@ -137,45 +153,67 @@ class EProPnPVolumeCenter:
         Returns:
             centres (n, 2) augmented continuous px (zeros where invalid), valid (n,) bool.
         """
-        dtype, device = torch.float64, boxes_3d.device  # float64: thickness sums span large ranges
-        n = boxes_3d.shape[0]
-        if boxes_3d.dim() != 2 or boxes_3d.shape[-1] != 7:
-            raise ValueError(f'boxes_3d must be (n, 7) [l, h, w, x, y, z, yaw], got {tuple(boxes_3d.shape)}')
-        if bboxes_2d.shape != (n, 4):
-            raise ValueError(f'bboxes_2d must be ({n}, 4), got {tuple(bboxes_2d.shape)}')
-        if n == 0:
-            return boxes_3d.new_zeros(0, 2), torch.zeros(0, dtype=torch.bool, device=device)
-        img_wh = torch.as_tensor(img_wh, dtype=dtype, device=device)
-        centres, frac = self.cell_grid(feat_hw, img_wh, dtype, device)
-        k = self.supersample
-        sub = (torch.arange(k, dtype=dtype, device=device) + 0.5) / k - 0.5
-        sub = torch.stack(torch.meshgrid(sub, sub, indexing='ij')[::-1], -1).reshape(-1, 2) * self.output_stride
-        boxes, K, T = boxes_3d.to(dtype), cam2img.to(dtype), img_transform.to(dtype)
-        thick = 0
-        for offset in sub:  # average over the sub-rays of each cell
-            thick = thick + self.thickness(boxes, K, T, centres + offset) / len(sub)
-        thick = thick * frac[:, None]  # (h·w, n)
-        total = thick.sum(0)
-        ctr = (thick.T @ centres) / total.clamp(min=1e-12)[:, None]
-        wh = bboxes_2d[:, 2:] - bboxes_2d[:, :2]
-        valid = (total >= self.min_thickness) & (wh.min(-1).values >= self.min_box_size)
-        ctr = torch.where(valid[:, None], ctr, torch.zeros_like(ctr))
-        return ctr.to(boxes_3d.dtype), valid
+        centres, valid, _ = self.get_targets([boxes_3d], [bboxes_2d], cam2img[None], img_transform[None],
+                                             torch.as_tensor(img_wh)[None], feat_hw)
+        return centres[0], valid[0]
 
-    def get_targets(self, boxes_3d: List[Tensor], bboxes_2d: List[Tensor], cam2img: List[Tensor],
-                    img_transforms: List[Tensor], img_wh: List[Tensor], feat_hw: Sequence[int]):
-        """Batched :meth:`__call__`: per-image lists in, per-image lists out, plus the dropped-object count.
+    def get_targets(self, boxes_3d: List[Tensor], bboxes_2d: List[Tensor], cam2img: Union[Tensor, List[Tensor]],
+                    img_transforms: Union[Tensor, List[Tensor]], img_wh: Union[Tensor, List[Tensor]],
+                    feat_hw: Sequence[int]):
+        """Centres of a batch's gt objects (:meth:`__call__` per image): per-image lists in, per-image lists out,
+        plus the dropped-object count. The rays of every image and the frames of every box are computed in one
+        pass each (few launches on a GPU); the slab test runs per image (its (h·w, n) planes bound the memory).
+
+        Args:
+            boxes_3d, bboxes_2d: per image (n_b, 7) / (n_b, 4) (as in :meth:`__call__`).
+            cam2img, img_transforms: (B, 3, 3) or per-image lists of (3, 3); img_wh: (B, 2) or a list of (2,).
 
         Returns:
             centres: list of (n_i, 2); valid: list of (n_i,) bool; num_dropped: 0-d long tensor, invalid objects in
             the batch (kept on the device: no host synchronisation).
         """
-        centres, valid = [], []
-        for args in zip(boxes_3d, bboxes_2d, cam2img, img_transforms, img_wh):
-            c, v = self(*args, feat_hw=feat_hw)
-            centres.append(c)
+        B = len(boxes_3d)
+        for b, (b3, b2) in enumerate(zip(boxes_3d, bboxes_2d)):
+            if b3.dim() != 2 or b3.shape[-1] != 7:
+                raise ValueError(f'boxes_3d must be (n, 7) [l, h, w, x, y, z, yaw], got {tuple(b3.shape)} (image {b})')
+            if b2.shape != (b3.shape[0], 4):
+                raise ValueError(f'bboxes_2d must be ({b3.shape[0]}, 4), got {tuple(b2.shape)} (image {b})')
+        if B == 0:
+            return [], [], torch.zeros((), dtype=torch.long)
+        dtype, device = torch.float64, boxes_3d[0].device  # float64: thickness sums span large ranges
+        stack = lambda x: (x if isinstance(x, Tensor) else torch.stack(list(x))).to(device, dtype)  # noqa: E731
+        K, T, wh = stack(cam2img), stack(img_transforms), stack(img_wh)
+        grid, frac = self.cell_grid(feat_hw, wh, dtype, device)  # (M, 2), (B, M)
+        k = self.supersample
+        if k > 1:  # k² sub-ray offsets per cell
+            sub = (torch.arange(k, dtype=dtype, device=device) + 0.5) / k - 0.5
+            sub = torch.stack(torch.meshgrid(sub, sub, indexing='ij')[::-1], -1).reshape(-1, 2) * self.output_stride
+            rays = [self.rays(K, T, grid + offset) for offset in sub]  # each (B, M, 3)
+        else:
+            rays = [self.rays(K, T, grid)]
+        sizes = [int(b.shape[0]) for b in boxes_3d]
+        boxes = torch.cat(boxes_3d).to(dtype)
+        frames = box_frames(boxes)
+        centres, valid, start = [], [], 0
+        for b, n in enumerate(sizes):
+            sl = slice(start, start + n)
+            start += n
+            if n == 0:
+                centres.append(boxes_3d[b].new_zeros(0, 2))
+                valid.append(torch.zeros(0, dtype=torch.bool, device=device))
+                continue
+            fr = tuple(f[sl] for f in frames)
+            thick = 0
+            for r in rays:  # average over the sub-rays of each cell
+                thick = thick + self.thickness_along(r[b], boxes[sl], fr) / len(rays)
+            thick = thick * frac[b, :, None]  # (h·w, n)
+            total = thick.sum(0)
+            ctr = (thick.T @ grid) / total.clamp(min=1e-12)[:, None]
+            wh2d = bboxes_2d[b][:, 2:] - bboxes_2d[b][:, :2]
+            v = (total >= self.min_thickness) & (wh2d.min(-1).values >= self.min_box_size)
+            centres.append(torch.where(v[:, None], ctr, torch.zeros_like(ctr)).to(boxes_3d[b].dtype))
             valid.append(v)
-        num_dropped = torch.stack([(~v).sum() for v in valid]).sum() if valid else torch.zeros((), dtype=torch.long)
+        num_dropped = sum(sizes) - torch.cat(valid).sum()
         return centres, valid, num_dropped
 
     @staticmethod
@@ -212,8 +250,8 @@ class EProPnPVolumeCenter:
                    cam_boxes_to_model(g.bboxes_3d)[0].to(ref) for g in gt3d]  # mmdet3d box class: convert
         s = self.output_stride
         feat_hw = (-(-cams.pad_hw[0] // s), -(-cams.pad_hw[1] // s))
-        centres, valid, num_dropped = self.get_targets(boxes3d, [g.bboxes.to(ref) for g in gt2d], list(cams.cam2img),
-                                                       list(cams.img_transform), list(cams.img_wh), feat_hw)
+        centres, valid, num_dropped = self.get_targets(boxes3d, [g.bboxes.to(ref) for g in gt2d], cams.cam2img,
+                                                       cams.img_transform, cams.img_wh, feat_hw)
         keep_idx, valid_host = self.keep_indices(valid)
         return ValidGt([t[k] for t, k in zip(boxes3d, keep_idx)], [g.bboxes.to(ref)[k] for g, k in zip(gt2d, keep_idx)],
                        [g.labels_3d.to(ref.device).long()[k] for g, k in zip(gt3d, keep_idx)],
