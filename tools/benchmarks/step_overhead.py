@@ -218,8 +218,11 @@ def measure(config: str, args) -> Dict:
 
 
 def _rows_from_tree(tree: str, args) -> List[Dict]:
-    """Runs this script on ``args.configs`` with ``tree``'s package first on the path; returns its rows."""
-    cmd = [sys.executable, osp.abspath(__file__), *args.configs, '--device', args.device, '--batch-size',
+    """Runs this script on ``args.configs`` with ``tree``'s package first on the path; returns its rows. Each
+    config is taken from ``tree`` where it exists there (a config names the modules of its own version), with data
+    paths resolved from this checkout."""
+    configs = [osp.join(tree, c) if not osp.isabs(c) and osp.isfile(osp.join(tree, c)) else c for c in args.configs]
+    cmd = [sys.executable, osp.abspath(__file__), *configs, '--device', args.device, '--batch-size',
            str(args.batch_size), '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--threads',
            str(args.threads), '--row-json'] + (['--data-root', args.data_root] if args.data_root else []) + \
         (['--device-path'] if args.device_path else []) + \
