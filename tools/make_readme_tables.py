@@ -27,7 +27,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(REPO, 'docs', 'results')
 #: Markdown files whose tables are generated (relative to the repository root)
-DOCS = ('README.md', osp.join('docs', 'gpu.md'), osp.join('docs', 'results', 'README.md'), osp.join('docs', 'pnp_layer.md'))
+DOCS = ('README.md', osp.join('docs', 'gpu.md'), osp.join('docs', 'results', 'README.md'),
+        osp.join('docs', 'pnp_layer.md'))
 #: table name -> the docs/results file it shows; a new measurement (``--json docs/results/NAME_DATE.json``) is shown
 #: by pointing its table here at the new file
 SOURCES: Dict[str, str] = {

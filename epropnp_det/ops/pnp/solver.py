@@ -299,10 +299,22 @@ def sample_subsets(probs: Tensor, num_subsets: int, num_points: int,
     if not _use_guide_table(cdf.device):  # one kernel on a GPU; the guide table needs a host read of its size
         return _first_distinct(torch.searchsorted(cdf, u, right=True).clamp(max=n - 1), P, m, n)
     start, steps = _guide_table(cdf)  # CPU only: its host read is no device synchronisation
-    if steps > _MAX_GUIDE_STEPS:  # very concentrated weights: plain binary search
-        draws = torch.searchsorted(cdf, u, right=True).clamp(max=n - 1)
-        return _first_distinct(draws, P, m, n)
-    return _first_distinct(_guided_search(cdf, start, u, steps), P, m, n)
+    # objects in chunks: the per-draw temporaries (int64 indices, the (subset, point) table of _first_distinct)
+    # of a 1536-object batch are 25 MB each, and every call paid their fresh pages again (~60k page faults, a
+    # tenth of the GN inference row); chunks of ~1 MB stay in the allocator's reused memory. Same draws, same
+    # result: every step is row-wise
+    parts = []
+    step = max(1, _SUBSET_CHUNK_DRAWS // (P * k))
+    for a in range(0, N, step):
+        b = min(a + step, N)
+        if steps > _MAX_GUIDE_STEPS:  # very concentrated weights: plain binary search
+            draws = torch.searchsorted(cdf[a:b], u[a:b], right=True).clamp(max=n - 1)
+        else:
+            draws = _guided_search(cdf[a:b], start[a:b], u[a:b], steps)
+        parts.append(_first_distinct(draws, P, m, n))
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([t[0] for t in parts], dim=1), torch.cat([t[1] for t in parts], dim=1)
 
 
 def _use_guide_table(device: torch.device) -> bool:
@@ -331,6 +343,8 @@ def _first_distinct(draws: Tensor, P: int, m: int, n: int) -> Tuple[Tensor, Tens
 
 # the guide-table search falls back to torch.searchsorted beyond this many candidates per bucket
 _MAX_GUIDE_STEPS = 8
+# draws (objects × subsets × 2m) per chunk of the CPU subset sampler (see sample_subsets)
+_SUBSET_CHUNK_DRAWS = 1 << 17
 
 
 def _guide_table(cdf: Tensor) -> Tuple[Tensor, int]:
@@ -351,11 +365,12 @@ def _guided_search(cdf: Tensor, start: Tensor, u: Tensor, steps: int) -> Tensor:
     ``torch.searchsorted`` with unsorted queries is several times slower here."""
     n = cdf.shape[-1]
     G = 2 * n
-    idx = start.gather(-1, (u * G).long().clamp(max=G - 1))
+    idx = start.gather(-1, (u * G).long().clamp_(max=G - 1))
     cdf_pad = torch.cat([cdf, torch.full_like(cdf[:, :1], 2.0)], dim=-1)
-    for _ in range(steps):
-        idx = idx + (cdf_pad.gather(-1, idx) <= u)
-    return idx.clamp(max=n - 1)
+    val, le = torch.empty_like(u), torch.empty_like(u, dtype=torch.bool)
+    for _ in range(steps):  # in place: no allocation per step
+        idx.add_(torch.le(torch.gather(cdf_pad, -1, idx, out=val), u, out=le))
+    return idx.clamp_(max=n - 1)
 
 
 def rslm_init(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta: Tensor, *, num_points: int = 16,
