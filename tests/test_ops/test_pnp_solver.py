@@ -213,6 +213,34 @@ def test_sampler_distinct_and_weighted():
     assert (f1 - f2).abs().max() < 0.05
 
 
+@pytest.mark.parametrize('power', [1.0, 30.0])  # spread weights (guide table) and concentrated ones (searchsorted)
+def test_sampler_chunks_equal_one_pass(monkeypatch, power):
+    """The CPU sampler processes objects in chunks: the subsets equal one pass over all objects drawn from the same
+    generator state (row-wise steps), for chunks that split the batch unevenly, and the first-distinct rule holds
+    against a per-subset Python reference."""
+    from epropnp_det.ops.pnp import solver
+    g = torch.Generator().manual_seed(21)
+    probs = torch.rand(11, 40, generator=g) ** power
+    monkeypatch.setattr(solver, '_SUBSET_CHUNK_DRAWS', 1 << 30)
+    idx1, valid1 = sample_subsets(probs, 6, 5, torch.Generator().manual_seed(3))
+    monkeypatch.setattr(solver, '_SUBSET_CHUNK_DRAWS', 6 * 10 * 4)  # 4 objects per chunk: 4 + 4 + 3
+    idx2, valid2 = sample_subsets(probs, 6, 5, torch.Generator().manual_seed(3))
+    assert torch.equal(idx1, idx2) and torch.equal(valid1, valid2)
+    # reference: the same uniforms, inverse CDF by Python bisection, first 5 distinct in draw order
+    import bisect
+    u = torch.rand(11, 6 * 10, generator=torch.Generator().manual_seed(3), dtype=probs.dtype)
+    cdf = torch.cumsum(probs, -1)
+    cdf = (cdf / cdf[:, -1:]).tolist()
+    for i in range(11):
+        for p_ in range(6):
+            seen = []
+            for x in u[i, p_ * 10:(p_ + 1) * 10].tolist():
+                d = min(bisect.bisect_right(cdf[i], x), 39)
+                if d not in seen and len(seen) < 5:
+                    seen.append(d)
+            assert idx2[p_, i, :len(seen)].tolist() == seen and valid2[p_, i].sum() == len(seen)
+
+
 def test_degenerate_inputs_and_errors():
     p = make_problems(6, 20, generator=torch.Generator().manual_seed(13))
     w2d = p['w2d'].clone()
