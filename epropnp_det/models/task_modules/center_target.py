@@ -180,7 +180,9 @@ class EProPnPVolumeCenter:
                 raise ValueError(f'bboxes_2d must be ({b3.shape[0]}, 4), got {tuple(b2.shape)} (image {b})')
         if B == 0:
             return [], [], torch.zeros((), dtype=torch.long)
-        dtype, device = torch.float64, boxes_3d[0].device  # float64: thickness sums span large ranges
+        # the boxes' precision (float32 in training): at nuScenes size (1600x900, stride 4, 40 boxes up to 62 m)
+        # float32 centres are within 1e-3 px of float64 ones (test_center_target.py::test_float32_matches_float64)
+        dtype, device = torch.promote_types(boxes_3d[0].dtype, torch.float32), boxes_3d[0].device
         stack = lambda x: (x if isinstance(x, Tensor) else torch.stack(list(x))).to(device, dtype)  # noqa: E731
         K, T, wh = stack(cam2img), stack(img_transforms), stack(img_wh)
         grid, frac = self.cell_grid(feat_hw, wh, dtype, device)  # (M, 2), (B, M)

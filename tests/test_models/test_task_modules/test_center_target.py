@@ -123,3 +123,24 @@ def test_sixteen_face_occlusion_emulation():
     assert valid[:8].all() and not valid[8]  # the farthest box is hidden behind the 16-face limit everywhere
     _, valid = EProPnPVolumeCenter(output_stride=4, faces_per_pixel=None)(boxes, b2d, K, transform(), img_wh, (48, 80))
     assert valid.all()
+
+
+def test_float32_matches_float64():
+    """The volume centres are computed in the boxes' precision: float32 (training) against float64 on a
+    nuScenes-size problem (1600x900, stride 4, 40 random boxes out to 62 m): same validity, centres within 1e-3 px
+    (measured 5e-4), so float64 on the device buys nothing."""
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    boxes = torch.cat([torch.rand(n, 3, generator=g) * torch.tensor([8., 3., 2.5]) + 0.4,
+                       (torch.rand(n, 1, generator=g) - 0.5) * 40, torch.rand(n, 1, generator=g) * 2,
+                       torch.rand(n, 1, generator=g) * 60 + 2, torch.rand(n, 1, generator=g) * 6.28], 1).double()
+    K = torch.tensor([[1266., 0, 816], [0, 1266., 491], [0, 0, 1]], dtype=torch.float64)
+    args = (torch.eye(3, dtype=torch.float64)[None], torch.tensor([[1600., 900.]], dtype=torch.float64))
+    b2d = torch.tensor([[0., 0, 100, 100]] * n)
+    vc = EProPnPVolumeCenter(output_stride=4, pixel_convention='v1')
+    c64, v64, _ = vc.get_targets([boxes], [b2d], K[None], *args, (228, 400))
+    c32, v32, _ = vc.get_targets([boxes.float()], [b2d], K[None].float(), *[a.float() for a in args], (228, 400))
+    assert c64[0].dtype == torch.float64 and c32[0].dtype == torch.float32
+    assert torch.equal(v64[0], v32[0]) and v64[0].sum() > 25
+    ok = v64[0]
+    assert (c64[0][ok] - c32[0][ok].double()).abs().max() < 1e-3
