@@ -223,12 +223,21 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
         return torch.cat([x.flatten(2).transpose(1, 2) for x in per_level], dim=1)
 
     def get_points(self, featmap_sizes: Sequence[Tuple[int, int]], dtype, device) -> Tuple[Tensor, Tensor, Tensor]:
-        """Points (M, 2), strides (M,) and regress ranges (M, 2) of all levels, concatenated."""
-        points = self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
-        strides = torch.cat([p.new_full((len(p),), float(s if not isinstance(s, (tuple, list)) else s[0]))
-                             for p, s in zip(points, self.strides)])
-        ranges = torch.cat([p.new_tensor(r).expand(len(p), 2) for p, r in zip(points, self.regress_ranges)])
-        return torch.cat(points), strides, ranges
+        """Points (M, 2), strides (M,) and regress ranges (M, 2) of all levels, concatenated.
+
+        Cached per (sizes, dtype, device): constants of the input size, rebuilt every step they would cost ~60
+        launches and a host-to-device copy per level on a GPU. Callers must not modify them in place."""
+        key = (tuple(tuple(int(v) for v in hw) for hw in featmap_sizes), dtype, torch.device(device))
+        cache = self.__dict__.setdefault('_points_cache', {})  # plain attribute: not in the state dict
+        if key not in cache:
+            points = self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
+            strides = torch.cat([p.new_full((len(p),), float(s if not isinstance(s, (tuple, list)) else s[0]))
+                                 for p, s in zip(points, self.strides)])
+            ranges = torch.cat([p.new_tensor(r).expand(len(p), 2) for p, r in zip(points, self.regress_ranges)])
+            if len(cache) >= 16:  # a few input sizes per run; bound it for multi-scale inputs
+                cache.clear()
+            cache[key] = (torch.cat(points), strides, ranges)
+        return cache[key]
 
     # --------------------------------------------------------------------------------------------- targets
     def get_targets(self, points: Tensor, strides: Tensor, ranges: Tensor, gt_bboxes: List[Tensor],
