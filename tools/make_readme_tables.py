@@ -35,7 +35,7 @@ SOURCES: Dict[str, str] = {
     'synthetic-results': 'synthetic_training_cpu_2026-11.json',
     'synthetic-all-runs': 'synthetic_training_cpu_2026-11.json',
     'pnp-vs-original-cuda': 'pnp_layer_vs_original_cuda_h200_2026-12-04.json',
-    'pnp-vs-original-cpu': 'pnp_layer_vs_original_cpu_2026-12-04.json',
+    'pnp-vs-original-cpu': 'pnp_layer_vs_original_cpu_2026-12-05.json',
     'pnp-graphs-vs-eager-cuda': 'pnp_layer_graphs_vs_eager_cuda_h200_2026-12-04.json',
     'pnp-vs-original-cpu-compiled': 'pnp_layer_vs_original_cpu_auto_2026-11-24.json',
     'pnp-accuracy-cpu': 'pnp_layer_accuracy_cpu_2026-11-24.json',
