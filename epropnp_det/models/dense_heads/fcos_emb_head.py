@@ -50,6 +50,7 @@ from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS
 from mmengine.model import normal_init
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 __all__ = ['EProPnPFCOSEmbHead', 'FCOSTargets', 'FCOSCandidates']
 
@@ -253,52 +254,45 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
             ignore_bboxes: per image (k_i, 4) augmented ignore boxes or None (no ignore box), or None for all.
         """
         num_imgs = len(gt_bboxes)
-        ignore_bboxes = [b.new_zeros(0, 4) if i is None else i.to(b)
-                         for b, i in zip(gt_bboxes, ignore_bboxes or [None] * num_imgs)]
-        offsets = list(itertools.accumulate([0] + [len(b) for b in gt_bboxes[:-1]]))
-        labels, ctr, inds, ign = multi_apply(self._get_targets_single, gt_bboxes, gt_labels, gt_centers,
-                                             ignore_bboxes, offsets, points=points, strides=strides, ranges=ranges)
         if num_imgs == 0:
             raise ValueError('get_targets needs at least one image')
-        return FCOSTargets(torch.stack(labels), torch.stack(ctr), torch.stack(inds), torch.stack(ign))
-
-    def _get_targets_single(self, gt_bboxes: Tensor, gt_labels: Tensor, gt_centers: Tensor, ignore_bboxes: Tensor,
-                            gt_offset: int, points: Tensor, strides: Tensor, ranges: Tensor):
-        M, n = len(points), len(gt_bboxes)
-        ignore = self._inside_any(points, ignore_bboxes)
-        if n == 0:
-            return (gt_labels.new_full((M,), self.num_classes), points.new_zeros(M),
-                    gt_labels.new_full((M,), -1), ignore)
-        p = points[:, None, :]  # (M, 1, 2)
-        boxes = gt_bboxes[None].to(points.dtype)  # (1, n, 4)
-        ltrb = torch.cat((p - boxes[..., :2], boxes[..., 2:] - p), dim=-1)  # (M, n, 4)
+        # all images at once: gts padded with NaN boxes / centres, which fail every comparison below and so are
+        # never assigned (same result as image by image, a fraction of the launches)
+        dtype = points.dtype
+        pad = lambda xs, w: pad_sequence([x.to(dtype).reshape(-1, w) for x in xs], batch_first=True,  # noqa: E731
+                                         padding_value=float('nan'))
+        ignore = [b.new_zeros(0, 4) if i is None else i for b, i in zip(gt_bboxes, ignore_bboxes or [None] * num_imgs)]
+        p = points[None, :, None, :]  # (1, M, 1, 2)
+        ign = ((p >= pad(ignore, 4)[:, None, :, :2]) & (p <= pad(ignore, 4)[:, None, :, 2:])).all(-1).any(-1) \
+            if any(len(i) for i in ignore) else torch.zeros(num_imgs, len(points), dtype=torch.bool,
+                                                            device=points.device)
+        M = len(points)
+        sizes = [len(b) for b in gt_bboxes]
+        if max(sizes) == 0:
+            labels = torch.full((num_imgs, M), self.num_classes, dtype=torch.long, device=points.device)
+            return FCOSTargets(labels, points.new_zeros(num_imgs, M), torch.full_like(labels, -1), ign)
+        boxes, centres = pad(gt_bboxes, 4)[:, None], pad(gt_centers, 2)[:, None]  # (B, 1, n, 4), (B, 1, n, 2)
+        ltrb = torch.cat((p - boxes[..., :2], boxes[..., 2:] - p), dim=-1)  # (B, M, n, 4)
         max_ltrb = ltrb.amax(-1)
         in_range = (max_ltrb >= ranges[:, None, 0]) & (max_ltrb <= ranges[:, None, 1])
         radius = self.center_sample_radius * strides[:, None, None]  # (M, 1, 1)
         if self.center_sampling:
-            c = gt_centers[None].to(points.dtype)
-            lo, hi = c - radius, c + radius
+            lo, hi = centres - radius, centres + radius
             if self.clip_center_box:
                 lo, hi = torch.maximum(lo, boxes[..., :2]), torch.minimum(hi, boxes[..., 2:])
             inside = ((p > lo) & (p < hi)).all(-1)
         else:
             inside = (ltrb > 0).all(-1)
-        dist = (p - gt_centers[None].to(points.dtype)).norm(dim=-1)  # (M, n)
+        dist = (p - centres).norm(dim=-1)  # (B, M, n)
         dist = torch.where(inside & in_range, dist, torch.full_like(dist, INF))
-        min_dist, argmin = dist.min(dim=1)
+        min_dist, argmin = dist.min(dim=-1)  # first minimum: padded gts come last and never beat a real one
         fg = min_dist < INF
-        labels = torch.where(fg, gt_labels[argmin], torch.full_like(argmin, self.num_classes))
-        ctr_t = torch.exp(-self.centerness_alpha * min_dist / (1.414 * radius[:, 0, 0])) * fg
-        gt_inds = torch.where(fg, argmin + gt_offset, torch.full_like(argmin, -1))
-        return labels, ctr_t, gt_inds, ignore & ~fg
-
-    @staticmethod
-    def _inside_any(points: Tensor, boxes: Tensor) -> Tensor:
-        if len(boxes) == 0:
-            return torch.zeros(len(points), dtype=torch.bool, device=points.device)
-        b = boxes[None].to(points.dtype)
-        p = points[:, None]
-        return ((p >= b[..., :2]) & (p <= b[..., 2:])).all(-1).any(1)
+        labels_pad = pad_sequence([lb.reshape(-1) for lb in gt_labels], batch_first=True, padding_value=0)
+        labels = torch.where(fg, labels_pad.gather(1, argmin), torch.full_like(argmin, self.num_classes))
+        ctr_t = torch.exp(-self.centerness_alpha * min_dist / (1.414 * radius[None, :, 0, 0])) * fg
+        offsets = argmin.new_tensor(list(itertools.accumulate([0] + sizes[:-1])))  # host list: no sync
+        gt_inds = torch.where(fg, argmin + offsets[:, None], torch.full_like(argmin, -1))
+        return FCOSTargets(labels, ctr_t, gt_inds, ign & ~fg)
 
     # ----------------------------------------------------------------------------------------------- losses
     def select_centers(self, centers: Tensor, labels: Tensor) -> Tensor:
