@@ -1,7 +1,7 @@
 """Fixed per-step overhead of one training step: aten ops launched, host synchronisations and their source lines.
 
     python tools/benchmarks/step_overhead.py [CONFIG ...] [--device cpu|cuda] [--batch-size 2] [--repeats 5]
-                                             [--warmup 2] [--threads 2] [--amp fp16|bf16] [--device-path]
+                                             [--warmup 2] [--threads 2] [--amp fp32 fp16 bf16] [--device-path]
                                              [--ref-tree PATH]
                                              [--data-root DIR] [--json PATH] [--cfg-options k=v ...]
 
@@ -16,8 +16,8 @@ pipeline (unshuffled) is run through ``warmup`` untimed steps, then one step is 
   that made it (the innermost frame outside torch);
 
 then ``repeats`` steps are timed (wall clock, ``torch.cuda.synchronize`` around each on CUDA; median).
-``--amp`` trains with ``EProPnPAmpOptimWrapper`` (fp16 with a dynamic loss scale, or bf16), as
-``tools/train.py --amp`` does.
+``--amp fp16`` / ``bf16`` (several values: each config in each) trains with ``EProPnPAmpOptimWrapper`` (fp16
+with a dynamic loss scale, or bf16), as ``tools/train.py --amp`` does.
 
 ``--device-path`` (CPU runs) takes the GPU code path where the project has a CPU-only branch
 (:mod:`epropnp_det.utils.device_path`: the grid-sample RoIAlign backward, the dims coder's label check, the PnP
@@ -117,7 +117,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--amp', choices=['fp16', 'bf16'], default=None)
+    p.add_argument('--amp', choices=['fp32', 'fp16', 'bf16'], nargs='+', default=['fp32'],
+                   help='precisions to measure, each config in each (fp32 = no autocast)')
     p.add_argument('--ref-tree', default=None, help='another checkout to measure side by side')
     p.add_argument('--device-path', action='store_true',
                    help='on the CPU, take the GPU code path where the project has a CPU-only branch')
@@ -140,7 +141,7 @@ def _to_device(batch: dict, device: str) -> dict:
     return batch
 
 
-def measure(config: str, args) -> Dict:
+def measure(config: str, args, amp: str = 'fp32') -> Dict:
     """One config in this process -> row dict."""
     import torch
     from detector_speed import _parse_cfg_options, first_train_batch
@@ -153,9 +154,9 @@ def measure(config: str, args) -> Dict:
     set_random_seed(0)
     cfg = load_config(config, args.data_root, _parse_cfg_options(args.cfg_options))
     batch = _to_device(first_train_batch(cfg, args.batch_size), args.device)
-    if args.amp:
+    if amp != 'fp32':
         cfg.optim_wrapper.type = 'EProPnPAmpOptimWrapper'
-        cfg.optim_wrapper.dtype = {'fp16': 'float16', 'bf16': 'bfloat16'}[args.amp]
+        cfg.optim_wrapper.dtype = {'fp16': 'float16', 'bf16': 'bfloat16'}[amp]
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.to(args.device)
@@ -208,7 +209,7 @@ def measure(config: str, args) -> Dict:
         times.append(time.perf_counter() - t0)
     sites = Counter(f'{site} ({reason})' for reason, site in fb.syncs)
     mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
-    return dict(config=osp.basename(config), device=args.device, batch=args.batch_size, amp=args.amp or 'fp32',
+    return dict(config=osp.basename(config), device=args.device, batch=args.batch_size, amp=amp,
                 code_path='device' if args.device_path or cuda else 'cpu', syncs_preprocessor=pre.num_syncs,
                 preprocessor_sync_sites=sorted(Counter(f'{site} ({reason})' for reason, site in pre.syncs).items()),
                 ops_fwd_bwd=fb.ops, syncs=fb.num_syncs, ops_optimizer=opt.ops, step_s=statistics.median(times),
@@ -222,16 +223,24 @@ def _rows_from_tree(tree: str, args) -> List[Dict]:
     config is taken from ``tree`` where it exists there (a config names the modules of its own version), with data
     paths resolved from this checkout."""
     configs = [osp.join(tree, c) if not osp.isabs(c) and osp.isfile(osp.join(tree, c)) else c for c in args.configs]
-    cmd = [sys.executable, osp.abspath(__file__), *configs, '--device', args.device, '--batch-size',
-           str(args.batch_size), '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--threads',
-           str(args.threads), '--row-json'] + (['--data-root', args.data_root] if args.data_root else []) + \
-        (['--device-path'] if args.device_path else []) + \
-        (['--amp', args.amp] if args.amp else []) + (['--cfg-options', *args.cfg_options] if args.cfg_options else [])
+    rows = []
     env = dict(os.environ, STEP_OVERHEAD_PACKAGE_ROOT=osp.abspath(tree))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-    rows = [json.loads(ln[2:]) for ln in proc.stdout.splitlines() if ln.startswith('@@')]
-    if proc.returncode != 0 or not rows:
-        raise RuntimeError(f'--ref-tree {tree} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
+    for config in configs:
+        for amp in args.amp:  # one process each: a precision the old package cannot train gives an empty cell
+            cmd = [sys.executable, osp.abspath(__file__), config, '--device', args.device, '--batch-size',
+                   str(args.batch_size), '--repeats', str(args.repeats), '--warmup', str(args.warmup), '--threads',
+                   str(args.threads), '--row-json', '--amp', amp] + \
+                (['--data-root', args.data_root] if args.data_root else []) + \
+                (['--device-path'] if args.device_path else []) + \
+                (['--cfg-options', *args.cfg_options] if args.cfg_options else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+            got = [json.loads(ln[2:]) for ln in proc.stdout.splitlines() if ln.startswith('@@')]
+            if proc.returncode != 0 or not got:
+                print(f'--ref-tree {tree}: {config} {amp} failed:\n{proc.stderr[-1500:]}', file=sys.stderr)
+                got = [None]
+            rows += got
+    if all(r is None for r in rows):
+        raise RuntimeError(f'--ref-tree {tree} failed for every row')
     return rows
 
 
@@ -249,7 +258,9 @@ def format_rows(rows: List[Dict], ref: Optional[List[Dict]] = None) -> str:
                r.get('syncs_preprocessor', ''), r['ops_optimizer'], f"{r['step_s'] * 1e3:.1f}"]
         if est:
             row.insert(6, r.get('est_gpu_ops_fwd_bwd'))
-        if ref:
+        if ref and ref[i] is None:
+            row += ['failed'] + [''] * 4
+        elif ref:
             q = ref[i]
             # with --device-path: the ref's ops (every op a launch where it has no CUDA graphs) against the estimate
             now_ops = r.get('est_gpu_ops_fwd_bwd') or r['ops_fwd_bwd']
@@ -273,7 +284,7 @@ def main(argv=None):
     args = parse_args(argv)
     import epropnp_det
     print(f'package measured: {osp.dirname(osp.abspath(epropnp_det.__file__))}', file=sys.stderr)
-    rows = [measure(c, args) for c in args.configs]
+    rows = [measure(c, args, amp) for c in args.configs for amp in args.amp]
     if args.row_json:
         for r in rows:
             print('@@' + json.dumps(r))
