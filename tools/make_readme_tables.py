@@ -41,7 +41,9 @@ SOURCES: Dict[str, str] = {
     'pnp-accuracy-cpu': 'pnp_layer_accuracy_cpu_2026-11-24.json',
     'pnp-first-call-cpu': 'pnp_first_call_cpu_2026-12-05.json',
     'step-overhead-cuda': 'step_overhead_cuda_h200_2026-12-04.json',
-    'step-overhead-cpu': 'step_overhead_cpu_2026-12-04.json',
+    'step-overhead-cpu': 'step_overhead_cpu_2026-12-05.json',
+    'step-overhead-device-path': 'step_overhead_device_path_cpu_2026-12-05.json',
+    'data-loading': 'data_loading_cpu_2026-12-05.json',
     'demo-speed': 'demo_speed_cpu_2026-12-04.json',
     'pitch-roll': 'pitch_roll_accuracy_cpu_2026-12-04.json',
 }
@@ -187,9 +189,41 @@ def table_step_overhead_cuda() -> str:
 
 
 def table_step_overhead_cpu() -> str:
-    rows = [[r['variant'], str(r['aten_ops']), str(r['syncs']), _g(r['step_ms'])]
-            for r in load(SOURCES['step-overhead-cpu'])['rows']]
-    return md_table(['', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'step ms'], rows)
+    data = load(SOURCES['step-overhead-cpu'])
+    if data['rows'] and 'variant' in data['rows'][0]:  # the hand-carried layout of 2026-12-04
+        rows = [[r['variant'], str(r['aten_ops']), str(r['syncs']), _g(r['step_ms'])] for r in data['rows']]
+        return md_table(['', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'step ms'], rows)
+    ref = data.get('ref') or [None] * len(data['rows'])
+    rows = [[f'`{r["config"]}`', r['amp'], str(r['ops_fwd_bwd']), str(r['syncs']), f'{r["step_s"] * 1e3:.0f}',
+             '' if q is None else str(q['ops_fwd_bwd']), '' if q is None else str(q['syncs']),
+             'failed' if q is None else f'{q["step_s"] * 1e3:.0f}',
+             '' if q is None else f'{q["step_s"] / r["step_s"]:.2f}×'] for r, q in zip(data['rows'], ref)]
+    return md_table(['config', 'precision', 'aten ops fwd+bwd', 'syncs fwd+bwd', 'step ms (median)', 'ref aten ops',
+                     'ref syncs', 'ref step ms', 'ref / now step time'], rows)
+
+
+def table_step_overhead_device_path() -> str:
+    data = load(SOURCES['step-overhead-device-path'])
+    ref = data.get('ref') or [None] * len(data['rows'])
+    rows = []
+    for r, q in zip(data['rows'], ref):
+        q_ops = None if q is None else (q.get('est_gpu_ops_fwd_bwd') or q['ops_fwd_bwd'])
+        rows.append([f'`{r["config"]}`', str(r['batch']), str(r['ops_fwd_bwd']), str(r['est_gpu_ops_fwd_bwd']),
+                     str(r['syncs']), '' if q is None else str(q_ops), '' if q is None else str(q['syncs']),
+                     '' if q is None else f'{q_ops / r["est_gpu_ops_fwd_bwd"]:.2f}×'])
+    return md_table(['config', 'batch', 'aten ops on the CPU', 'est. GPU launches', 'host syncs', 'ref launches',
+                     'ref host syncs', 'ref / now launches'], rows)
+
+
+def table_data_loading() -> str:
+    data = load(SOURCES['data-loading'])
+    steps = sorted({s for r in data['rows'] for s in r['workers_needed']}, key=float)
+    rows = [[f'`{r["config"]}`', str(r['batch']), f'{r["sample_ms_mean"]:.1f}', f'{r["samples_per_s_per_worker"]:.0f}']
+            + [str(r['workers_needed'][s]) for s in steps] + [str(r['num_workers']),
+               _g(round(r['loader_batches_per_s'], 1)) if 'loader_batches_per_s' in r else '']
+            for r in data['rows']]
+    return md_table(['config', 'batch', 'ms per sample', 'samples/s per worker'] +
+                    [f'workers for a {s} s step' for s in steps] + ['config num_workers', 'loader batches/s'], rows)
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -240,6 +274,8 @@ TABLES: Dict[str, Callable[[], str]] = {
     'pnp-first-call-cpu': table_pnp_first_call_cpu,
     'step-overhead-cuda': table_step_overhead_cuda,
     'step-overhead-cpu': table_step_overhead_cpu,
+    'step-overhead-device-path': table_step_overhead_device_path,
+    'data-loading': table_data_loading,
     'demo-speed': table_demo_speed,
     'pitch-roll': table_pitch_roll,
 }
