@@ -6,11 +6,12 @@ nothing on the CPU:
 * :func:`~epropnp_det.models.utils.roi_align.roi_align_aligned`: a vectorised ``grid_sample`` RoIAlign with
   gradient (mmcv's CPU backward is a serial loop);
 * :class:`~epropnp_det.models.task_modules.log_dim_coder.EProPnPMultiClassLogDimCoder`: a label-range check;
-* the PnP solver's RSLM subset sampler (a guide table; ``searchsorted`` on a device).
+* the PnP solver's RSLM subset sampler (a guide table; ``searchsorted`` on a device) and its differentiable GN
+  step (planes; stacked matrices on a device).
 
 :func:`emulate_device_path` makes the project's switches take the device branch on CPU tensors, so that
 ``tools/benchmarks/step_overhead.py --device-path`` counts the host synchronisations of the code that runs on a
-GPU on a machine without one (the PnP solver's switch is patched by that tool, as its sync-free test does: the
+GPU on a machine without one (the PnP solver's switches are patched by that tool, as its sync-free test does: the
 torch-only PnP library imports nothing from here). Both branches give the same results (their tests).
 """
 import contextlib

@@ -75,6 +75,7 @@ def test_gpu_code_path_is_sync_free(monkeypatch):
     the inference solve, along the code path taken on a GPU, make no host synchronisation and copy no host data
     to the device: the precondition of CUDA-graph capture and of a train step without stalls."""
     monkeypatch.setattr(solver, '_use_guide_table', lambda device: False)  # the GPU branch of the RSLM sampler
+    monkeypatch.setattr(solver, '_use_stacked_gn', lambda device: True)  # the GPU form of the GN step
     p = _problems(12, 48)
     layer = EProPnP4DoF(mc_samples=64, num_iter=4, cost_backend='eager')
     x3d, w2d = p['x3d'].clone().requires_grad_(), p['w2d'].clone().requires_grad_()

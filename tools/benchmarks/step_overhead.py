@@ -21,9 +21,9 @@ with a dynamic loss scale, or bf16), as ``tools/train.py --amp`` does.
 
 ``--device-path`` (CPU runs) takes the GPU code path where the project has a CPU-only branch
 (:mod:`epropnp_det.utils.device_path`: the grid-sample RoIAlign backward, the dims coder's label check, the PnP
-solver's guide-table sampler), so the syncs counted are those of the code a GPU runs, and it estimates the launches
-of a GPU step: the aten ops with each of the PnP layer's CUDA-graph stages (RSLM + solve, AMIS) counted as its
-replay (input copies, output clones, one launch) instead of its eager ops. The data preprocessor's
+solver's guide-table sampler and plane-form GN step), so the syncs counted are those of the code a GPU runs, and
+it estimates the launches of a GPU step: the aten ops with each of the PnP layer's CUDA-graph stages (RSLM + solve,
+AMIS) counted as its replay (input copies, output clones, one launch) instead of its eager ops. The data preprocessor's
 synchronisations are counted in their own column (on a GPU its reads are of host metadata).
 
 ``--ref-tree PATH`` measures the same configs a second time with the package of another checkout (e.g. a
@@ -98,6 +98,7 @@ def _device_path_context():
 
     from torch.utils._pytree import tree_leaves as pytree_leaves
     patch(solver, '_use_guide_table', lambda device: False)
+    patch(solver, '_use_stacked_gn', lambda device: True)
     patch(_graphs, 'enabled', lambda backend, device: backend in ('default', 'auto'))
     patch(_graphs, 'run', run_eagerly)
     try:

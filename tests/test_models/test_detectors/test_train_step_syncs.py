@@ -39,6 +39,7 @@ def test_train_step_syncs_on_the_device_path(monkeypatch, config):
     model = build_detector('configs/' + config, pretrained=False).train()
     data = (_data_v2 if 'v2' in config else _data)(model, True)
     monkeypatch.setattr(solver, '_use_guide_table', lambda device: False)
+    monkeypatch.setattr(solver, '_use_stacked_gn', lambda device: True)
     with emulate_device_path(), OpCounter() as c:
         losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
