@@ -181,10 +181,12 @@ def cost_prepared(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Ten
     return s.sub_(m, alpha=0.5).mul_(m).sum(dim=-1)
 
 
-def normal_equations_planes(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor,
-                            clip_jac: bool = True, robust: str = 'huber'
-                            ) -> Tuple[List[List[Tensor]], List[Tensor], Tensor]:
-    """``J̃ᵀJ̃`` as a T×T list of planes (*, N), ``J̃ᵀr̃`` as T planes, and the cost (*, N), at poses (*, N, D)."""
+def normal_equation_terms(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, clip_jac: bool = True,
+                          robust: str = 'huber'):
+    """Per image axis (u, v): the weights ``c`` (*, N, n) of ``Σ c φφᵀ``, ``q`` (*, N, n) of ``Σ q φ`` and the
+    features ``φ₁…`` (planes (*, N, n)) of ``φ = [1, φ₁, …]`` whose moments give the normal equations (IRLS weights
+    and clipping masks applied), and the cost (*, N), at poses (*, N, D). Shared by the plane form
+    (:func:`normal_equations_planes`) and the stacked one (``solver.gn_step_stacked``)."""
     r = 1 if pose.shape[-1] == 4 else 3
     K = camera.cam_mats
     delta = _delta(delta)
@@ -202,6 +204,16 @@ def normal_equations_planes(prep: Prepared, pose: Tensor, camera: CameraParams, 
                                           for i in range(r)]
     feats_v = [K[..., 1, 2, None] - v] + [torch.addcmul(rows[4 + 3 * i], v, rows[5 + 3 * i], value=-1)
                                           for i in range(r)]
+    return (cu, qu, feats_u), (cv, qv, feats_v), cost
+
+
+def normal_equations_planes(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor,
+                            clip_jac: bool = True, robust: str = 'huber'
+                            ) -> Tuple[List[List[Tensor]], List[Tensor], Tensor]:
+    """``J̃ᵀJ̃`` as a T×T list of planes (*, N), ``J̃ᵀr̃`` as T planes, and the cost (*, N), at poses (*, N, D)."""
+    K = camera.cam_mats
+    (cu, qu, feats_u), (cv, qv, feats_v), cost = normal_equation_terms(prep, pose, camera, delta, clip_jac, robust)
+    r = len(feats_u) - 1
     S_u, G_u = _moments(cu, qu, feats_u)
     S_v, G_v = _moments(cv, qv, feats_v)
     # Ĵ_c = [k_c0 φ0, k_c1 φ0, φ1, φ2, ...]: put the constant translation columns back
