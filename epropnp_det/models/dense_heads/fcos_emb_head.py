@@ -263,9 +263,11 @@ class EProPnPFCOSEmbHead(AnchorFreeHead):
                                          padding_value=float('nan'))
         ignore = [b.new_zeros(0, 4) if i is None else i for b, i in zip(gt_bboxes, ignore_bboxes or [None] * num_imgs)]
         p = points[None, :, None, :]  # (1, M, 1, 2)
-        ign = ((p >= pad(ignore, 4)[:, None, :, :2]) & (p <= pad(ignore, 4)[:, None, :, 2:])).all(-1).any(-1) \
-            if any(len(i) for i in ignore) else torch.zeros(num_imgs, len(points), dtype=torch.bool,
-                                                            device=points.device)
+        if any(len(i) for i in ignore):
+            ign_boxes = pad(ignore, 4)[:, None]  # (B, 1, k, 4)
+            ign = ((p >= ign_boxes[..., :2]) & (p <= ign_boxes[..., 2:])).all(-1).any(-1)
+        else:
+            ign = torch.zeros(num_imgs, len(points), dtype=torch.bool, device=points.device)
         M = len(points)
         sizes = [len(b) for b in gt_bboxes]
         if max(sizes) == 0:

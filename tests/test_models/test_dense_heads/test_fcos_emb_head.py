@@ -160,3 +160,22 @@ def test_emitter_refuses_the_mmdet_entry_points_it_cannot_honour():
     for name in ('loss', 'predict', 'loss_and_predict', 'predict_by_feat'):
         with pytest.raises(NotImplementedError, match='query emitter'):
             getattr(head, name)(feats(), [])
+
+
+def test_ignore_mask_of_a_batch_vs_brute_force():
+    """Images with different numbers of ignore boxes (one with none) in one batch: each point is ignored iff it is
+    inside one of its own image's ignore boxes (closed box) and is not a positive."""
+    head = make_head()
+    sizes = [(8, 12), (4, 6), (2, 3)]
+    points, strides, ranges = head.get_points(sizes, torch.float32, 'cpu')
+    boxes = [torch.tensor([[10., 8., 30., 40.]]), torch.zeros(0, 4), torch.tensor([[0., 0., 60., 50.]])]
+    labels = [torch.tensor([0]), torch.zeros(0, dtype=torch.long), torch.tensor([1])]
+    centres = [torch.tensor([[20., 22.]]), torch.zeros(0, 2), torch.tensor([[33., 20.]])]
+    ignore = [torch.tensor([[0., 0., 40., 30.], [60., 40., 96., 64.]]), None, torch.tensor([[40., 0., 96., 12.]])]
+    t = head.get_targets(points, strides, ranges, boxes, labels, centres, ignore)
+    for b in range(3):
+        want = [any(ib[0] <= p[0] <= ib[2] and ib[1] <= p[1] <= ib[3] for ib in
+                    (ignore[b].tolist() if ignore[b] is not None else [])) and bool(t.labels[b, k] == 3)
+                for k, p in enumerate(points.tolist())]
+        assert t.ignore[b].tolist() == want
+    assert t.ignore[0].sum() > 0 and t.ignore[2].sum() > 0 and not t.ignore[1].any()
