@@ -7,19 +7,23 @@ chunk by chunk instead of keeping ``S·N·n`` intermediates. Two implementations
 * eager (:func:`_chunk_forward`): one ``bmm`` per chunk for the projection, in-place element-wise ops, chunks
   sized for the CPU caches (:func:`.solver.default_chunk_elems`);
 * planar (:func:`_planar_cost`, :func:`_planar_grads`): every quantity a separate plane, written for
-  ``torch.compile`` (one fused loop per kernel, the backward reduces over the samples innermost).
+  ``torch.compile`` (one fused loop per kernel, the backward reduces over the samples innermost);
+* native (:func:`_native_forward`, :func:`_native_backward`): the same arithmetic point by point in C++
+  (``csrc/sampled_cost.cpp``, :mod:`._native`), used on the CPU (float32/64) by the ``'default'`` and ``'auto'``
+  backends; objects split over threads, samples whose upstream gradient is 0 skipped in the backward.
 
 Shapes: ``x3d (N, n, 3)`` metres, object frame; ``x2d (N, n, 2)`` pixels; ``w2d (N, n, 2)``; ``poses (S, N, D)``
 camera frame ``[x, y, z, yaw]`` or ``[x, y, z, w, i, j, k]``; ``delta (N,)`` Huber threshold (the scale of the
 robust cost, ``robust='huber'`` or ``'cauchy'``, see :mod:`.robust`, which also lists the other copies of this
 arithmetic and the tests that keep them equal).
 """
+import ctypes
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from . import _compile
+from . import _compile, _native
 from ._amp import fp32
 from .robust import check_robust, drho_ddelta, irls_weight, rho
 from .rotation import quaternion_to_rot_mat
@@ -176,24 +180,73 @@ def _flush_tiny(grad: Tensor, rel: float = 1e-12) -> Tensor:
     return torch.where(grad.abs() < limit, 0., grad)
 
 
+# ---- native CPU kernels (csrc/sampled_cost.cpp through :mod:`._native`): the same arithmetic per point -----------
+_ROBUST_CODE = {'huber': 0, 'cauchy': 1}
+
+
+def _native_fn(kind: str, dtype: torch.dtype):
+    fn = getattr(_native.lib(), f'epnp_sampled_{kind}_{_native.suffix(dtype)}')
+    fn.restype = None
+    return fn
+
+
+def _native_inputs(x3d, x2d, w2d, delta, affine, lb, ub):
+    """Contiguous operands in the kernels' layout: A (S, N, 12), planes (N, 3|2, n), delta (N,), lb/ub (N, 2)."""
+    dt = x3d.dtype
+    planes = _planar_prep(x3d, x2d, w2d)
+    return (affine.to(dt).contiguous(), *planes, delta.to(dt).contiguous(), lb.to(dt).contiguous(),
+            ub.to(dt).contiguous())
+
+
+def _native_forward(x3d, x2d, w2d, delta, affine, lb, ub, z_min: float, robust: str) -> Tensor:
+    N, n, S = x3d.shape[0], x3d.shape[1], affine.shape[0]
+    ops = _native_inputs(x3d, x2d, w2d, delta, affine, lb, ub)
+    out = x3d.new_empty(S, N)
+    _native_fn('forward', x3d.dtype)(*[_native.ptr(t) for t in ops], ctypes.c_int64(S), ctypes.c_int64(N),
+                                     ctypes.c_int64(n), ctypes.c_double(z_min), ctypes.c_int(_ROBUST_CODE[robust]),
+                                     _native.ptr(out), ctypes.c_int(_native.num_threads()))
+    return out
+
+
+def _native_backward(x3d, x2d, w2d, delta, affine, lb, ub, grad: Tensor, z_min: float, robust: str,
+                     need_x3d: bool):
+    """Returns gx3dT (N, 3, n) (uninitialised if not ``need_x3d``), Σψ (N, 2, n), gw2dT (N, 2, n), gδ (N,)."""
+    N, n, S = x3d.shape[0], x3d.shape[1], affine.shape[0]
+    ops = _native_inputs(x3d, x2d, w2d, delta, affine, lb, ub)
+    grad = grad.to(x3d.dtype).contiguous()
+    gx3d, gq, gw = x3d.new_empty(N, 3, n), x3d.new_empty(N, 2, n), x3d.new_empty(N, 2, n)
+    gd = x3d.new_empty(N)
+    _native_fn('backward', x3d.dtype)(*[_native.ptr(t) for t in ops], _native.ptr(grad), ctypes.c_int64(S),
+                                      ctypes.c_int64(N), ctypes.c_int64(n), ctypes.c_double(z_min),
+                                      ctypes.c_int(_ROBUST_CODE[robust]), ctypes.c_int(int(need_x3d)),
+                                      *[_native.ptr(t) for t in (gx3d, gq, gw, gd)],
+                                      ctypes.c_int(_native.num_threads()))
+    return gx3d, gq, gw, gd
+
+
 class _SampledCost(torch.autograd.Function):
     """cost (S, N) of poses given as affine maps (S, N, 3, 4); gradients w.r.t. x3d, x2d, w2d, delta.
 
     Forward keeps nothing of size S·N·n; backward recomputes chunk by chunk (cheap element-wise work, and memory
-    bounded by one chunk instead of ~10 tensors of S·N·n floats for plain autograd).
+    bounded by one chunk instead of ~10 tensors of S·N·n floats for plain autograd). ``native``: the C++ kernels
+    of ``csrc/sampled_cost.cpp`` (CPU, float32/64; point by point, nothing of size S·N·n at all) instead of the
+    eager or compiled torch code.
     """
 
     @staticmethod
     def forward(ctx, x3d, x2d, w2d, delta, affine, lb, ub, z_min, chunk_elems, compiled, robust='huber',
-                precomputed=None):
+                precomputed=None, native=False):
         N, n = x3d.shape[0], x3d.shape[1]
         S = affine.shape[0]
         ctx.save_for_backward(x3d, x2d, w2d, delta, affine, lb, ub)
         ctx.z_min, ctx.chunk_elems, ctx.compiled, ctx.robust = z_min, chunk_elems, compiled, robust
+        ctx.native = native
         if precomputed is not None:  # the values are known (computed without grad): only attach the backward
             return precomputed.clone()
         if S == 0 or N == 0 or n == 0:
             return x3d.new_zeros(S, N)
+        if native:
+            return _native_forward(x3d, x2d, w2d, delta, affine, lb, ub, z_min, robust)
         if compiled:
             A = affine.transpose(0, 1).reshape(N, S, 12)
             return _run_planar('cost', (A, *_planar_prep(x3d, x2d, w2d), delta, lb, ub), z_min, robust).t()
@@ -211,12 +264,17 @@ class _SampledCost(torch.autograd.Function):
         need_x3d, need_x2d, need_w2d, need_delta = ctx.needs_input_grad[:4]
         N, n = x3d.shape[0], x3d.shape[1]
         S = affine.shape[0]
-        none = (None,) * 8
+        none = (None,) * 9
         if S == 0 or N == 0 or n == 0 or not any(ctx.needs_input_grad[:4]):
             zeros = [torch.zeros_like(t) if need else None
                      for t, need in zip((x3d, x2d, w2d, delta), ctx.needs_input_grad[:4])]
             return (*zeros, *none)
         grad_out = _flush_tiny(grad_out)
+        if ctx.native:
+            gx3d, gq, gw, gd = _native_backward(x3d, x2d, w2d, delta, affine, lb, ub, grad_out, ctx.z_min,
+                                                ctx.robust, need_x3d)
+            return (gx3d.transpose(1, 2) if need_x3d else None, -(gq.transpose(1, 2) * w2d) if need_x2d else None,
+                    gw.transpose(1, 2) if need_w2d else None, gd if need_delta else None, *none)
         if ctx.compiled:
             # one fused pass over all samples (nothing of size S·N·n is materialised)
             A = affine.reshape(S, N, 12).permute(1, 2, 0).contiguous()
@@ -273,7 +331,9 @@ def sampled_pnp_cost(x3d: Tensor, x2d: Tensor, w2d: Tensor, poses: Tensor, camer
         delta: (N,) Huber threshold.
         chunk_elems: points per chunk of the eager implementation (``samples_per_chunk·N·n``); default by device
             (:func:`.solver.default_chunk_elems`: cache-sized on the CPU, memory-bounded on a GPU).
-        backend: ``'default'`` / ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks),
+        backend: ``'default'`` / ``'eager'`` (bmm + in-place element-wise ops over cache-sized chunks; on the
+            CPU ``'default'`` and ``'auto'`` run the native C++ kernels instead, see :mod:`._native`, unless
+            ``EPROPNP_DISABLE_NATIVE=1``),
             ``'compile'`` (``torch.compile``-fused kernels, ~10× faster on CPU; compiled once per process, 10–120 s,
             falls back to eager with a warning if compilation fails) or ``'auto'`` (compile when
             ``S·N·n ≥ 2¹⁸``; the environment variable ``EPROPNP_DISABLE_COMPILE=1`` forces eager).
@@ -292,7 +352,8 @@ def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, pre
         raise ValueError(f'poses must be (S, N, 4|7) with N = {x3d.shape[0]}, got {tuple(poses.shape)}')
     affine = _pose_affine(poses.detach(), camera.cam_mats.detach())
     delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
-    compiled = _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
+    native = _native.enabled(x3d, x2d, w2d, backend=backend)  # CPU: the C++ kernels before torch.compile
+    compiled = not native and _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
     chunk_elems = default_chunk_elems(x3d.device) if chunk_elems is None else chunk_elems
     return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),
-                              float(camera.z_min), int(chunk_elems), compiled, robust, precomputed)
+                              float(camera.z_min), int(chunk_elems), compiled, robust, precomputed, native)
