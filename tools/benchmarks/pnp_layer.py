@@ -374,7 +374,7 @@ def main(argv=None):
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--rows', default=','.join(ROWS))
-    parser.add_argument('--cost-backend', default='auto', choices=['auto', 'eager', 'compile'])
+    parser.add_argument('--cost-backend', default='auto', choices=['default', 'auto', 'eager', 'compile'])
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     parser.add_argument('--count-ops', action='store_true', help='aten ops and host syncs of one call per row')
     parser.add_argument('--json', metavar='PATH', help='also write the results as JSON')

@@ -45,13 +45,14 @@ Differences from the reference (docs/method.md §13.11-13, all fixes):
   rejected.
 * Nothing is stored between calls (docs/method.md §13.13); all randomness comes from the optional ``generator``.
 """
+import ctypes
 import math
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from . import _compile, _graphs
+from . import _compile, _graphs, _native
 from ._amp import fp32
 from .cost import adaptive_huber_delta
 from .kernels import Prepared, cost_prepared, normal_equation_terms, normal_equations_planes, pack_matrix, prepare
@@ -141,9 +142,12 @@ def _slice_problem(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Te
 
 def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int,
                      fast_mode: bool, chunk_elems: Optional[int] = None, compiled: bool = False,
-                     **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
+                     native: bool = False, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
     """:func:`_lm_loop` over independent chunks of the leading dim (objects, or RSLM proposals); one chunk when
-    ``compiled`` (the fused kernels keep no large intermediates)."""
+    ``compiled`` (the fused kernels keep no large intermediates); the native CPU kernel when ``native``
+    (4-DoF poses (B, 4), see :func:`_use_native`)."""
+    if native:
+        return _lm_native(prep, pose, camera, delta, num_iter, fast_mode, **kwargs)
     if compiled:
         return _lm_loop(prep._replace(xhT=None), pose, camera, delta, num_iter=num_iter, fast_mode=fast_mode,
                         compiled=True, **kwargs)
@@ -157,15 +161,75 @@ def _lm_loop_chunked(prep: Prepared, pose: Tensor, camera: CameraParams, delta: 
 
 
 def _cost_chunked(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Tensor,
-                  chunk_elems: Optional[int] = None, compiled: bool = False, robust: str = 'huber') -> Tensor:
+                  chunk_elems: Optional[int] = None, compiled: bool = False, robust: str = 'huber',
+                  native: bool = False) -> Tensor:
     """Full-set cost (S, N) of poses (S, N, D) with prep (·, N, n), chunked over objects (eager), or in one
-    fused pass (``compiled``: the projection is computed inside the loop, not by the bmm path)."""
+    fused pass (``compiled``: the projection is computed inside the loop, not by the bmm path; ``native``: the
+    native CPU kernel, 4-DoF)."""
+    if native:
+        return _cost_native(prep, poses, camera, delta, robust)
     if compiled:
         return _compile.call('cost', cost_prepared, True, prep._replace(xhT=None), poses, camera, delta, robust)
     S, N = poses.shape[:2]
     parts = [cost_prepared(prep.slice(a, b), poses[:, a:b], camera.index(slice(a, b)), delta[a:b], robust)
              for a, b in _chunks(N, S * prep.num_points, chunk_elems, poses.device)]
     return torch.cat(parts, dim=-1)
+
+
+def _use_native(x3d: Tensor, dof: int, backend: str) -> bool:
+    """Whether a solve takes the native CPU kernels (:mod:`._native`): 4-DoF, CPU float32/64, backend ``'default'``
+    or ``'auto'``."""
+    return dof == 4 and _native.enabled(x3d, backend=backend)
+
+
+def _native_problem(prep: Prepared, B: int, camera: CameraParams, delta: Tensor):
+    """Contiguous arguments of the native kernels for B problems: planes (C, B, n), K (B, 3, 3), lb/ub (B, 2),
+    delta (B,)."""
+    n = prep.num_points
+    planes = [t.reshape(t.shape[0], B, n).contiguous() for t in prep[:3]]
+    dtype = planes[0].dtype
+    cam = [t.to(dtype).expand(B, *t.shape[-2 if t.dim() == 3 else -1:]).contiguous()
+           for t in (camera.cam_mats, camera.lb, camera.ub)]
+    return planes + cam + [torch.as_tensor(delta, dtype=dtype).expand(B).contiguous()]
+
+
+def _lm_native(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int = 10,
+               fast_mode: bool = False, eps: float = 1e-5, min_lm_diagonal: float = 1e-6,
+               max_lm_diagonal: float = 1e32, min_relative_decrease: float = 1e-3,
+               initial_trust_region_radius: float = 30.0, max_trust_region_radius: float = 1e16,
+               final_eval: bool = True, robust: str = 'huber') -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """:func:`_lm_loop` for 4-DoF poses (B, 4) by the native CPU kernel (``csrc/solver.cpp``, same arithmetic, one
+    problem at a time; threads over problems). Returns pose (B, 4), cost (B,) and ``J̃ᵀJ̃`` (B, 4, 4) (``None``,
+    ``None`` in fast mode without ``final_eval``, as :func:`_lm_loop`)."""
+    B = pose.shape[0]
+    xs, obs, w, K, lb, ub, dlt = _native_problem(prep, B, camera, delta)
+    out = pose.to(xs.dtype).contiguous().clone()
+    last_only = fast_mode and not final_eval and num_iter > 0
+    cost = None if last_only else out.new_empty(B)
+    A = None if last_only else out.new_empty(B, 4, 4)
+    fn = getattr(_native.lib(), f'epnp_lm4_{_native.suffix(out.dtype)}')
+    p = _native.ptr
+    fn(ctypes.c_int64(B), ctypes.c_int64(prep.num_points), p(xs), p(obs), p(w), p(out), p(K), p(lb), p(ub),
+       ctypes.c_double(camera.z_min), p(dlt), ctypes.c_int(int(robust == 'cauchy')), ctypes.c_int(num_iter),
+       ctypes.c_int(int(fast_mode)), ctypes.c_int(int(final_eval)), ctypes.c_double(eps),
+       ctypes.c_double(min_lm_diagonal), ctypes.c_double(max_lm_diagonal), ctypes.c_double(min_relative_decrease),
+       ctypes.c_double(initial_trust_region_radius), ctypes.c_double(max_trust_region_radius),
+       None if cost is None else p(cost), None if A is None else p(A), ctypes.c_int(_native.num_threads()))
+    return out, cost, A
+
+
+def _cost_native(prep: Prepared, poses: Tensor, camera: CameraParams, delta: Tensor, robust: str = 'huber') -> Tensor:
+    """Cost (S, N) of 4-DoF poses (S, N, 4) over the planes (·, N, n) by the native CPU kernel."""
+    S, N = poses.shape[:2]
+    xs, obs, w, K, lb, ub, dlt = _native_problem(prep, N, camera, delta)
+    poses = poses.to(xs.dtype).contiguous()
+    out = poses.new_empty(S, N)
+    fn = getattr(_native.lib(), f'epnp_cost4_{_native.suffix(out.dtype)}')
+    p = _native.ptr
+    fn(ctypes.c_int64(S), ctypes.c_int64(N), ctypes.c_int64(prep.num_points), p(xs), p(obs), p(w), p(poses), p(K),
+       p(lb), p(ub), ctypes.c_double(camera.z_min), p(dlt), ctypes.c_int(int(robust == 'cauchy')), p(out),
+       ctypes.c_int(_native.num_threads()))
+    return out
 
 
 def _lm_loop(prep: Prepared, pose: Tensor, camera: CameraParams, delta: Tensor, num_iter: int = 10,
@@ -398,7 +462,8 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
           backend='default', robust='huber', **lm_kwargs):
     N, n = x3d.shape[-3], x3d.shape[-2]
     P, m = num_proposals, min(num_points, n)
-    compiled = _compile.use_compile(backend, P * N * n)
+    native = _use_native(x3d, dof, backend)
+    compiled = not native and _compile.use_compile(backend, P * N * n)
     probs = torch.nan_to_num(w2d.mean(dim=-1), nan=0.0, posinf=0.0).clamp(min=0)
     valid_obj = probs.sum(dim=-1, keepdim=True) > 0
     probs = torch.where(valid_obj, probs, torch.ones_like(probs))
@@ -416,10 +481,10 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     flat = Prepared(*(t.reshape(t.shape[0], P * N, t.shape[-1]) for t in sub[:4]), None)
     poses, _, _ = _lm_loop_chunked(flat, pose0.reshape(P * N, -1), camera.repeat(P), delta.repeat(P),
                                    num_iter=num_iter, fast_mode=fast_mode, final_eval=False, compiled=compiled,
-                                   robust=robust, **lm_kwargs)
+                                   native=native, robust=robust, **lm_kwargs)
     poses = poses.reshape(P, N, -1)
     # full-set cost of every proposal, chunked over objects (bounded memory, cache-friendly)
-    costs = _cost_chunked(prep, poses, camera, delta, compiled=compiled, robust=robust)
+    costs = _cost_chunked(prep, poses, camera, delta, compiled=compiled, robust=robust, native=native)
     costs = torch.nan_to_num(costs, nan=math.inf)
     best_cost, best = costs.min(dim=0)
     pose = poses.gather(0, best[None, :, None].expand(1, N, poses.shape[-1])).squeeze(0)
@@ -538,28 +603,31 @@ def _solve_nograd(x3d_d, x2d_d, w2d_d, delta_d, cam_mats, lb, ub, pose_init, gen
         offset, x3d_d, pose_n = pnp_normalize(x3d_d, pose_n)
     prep = prepare(x3d_d, x2d_d, w2d_d)
     pose_free = None
+    native = _use_native(x3d_d, dof, backend)
     if pose_n is None or force_init_solve:
         pose_r, cost_r = _rslm(prep, x3d_d, x2d_d, w2d_d, camera, delta_d, init_num_points,
                                init_num_proposals, init_num_iter, dof, fast_mode, generator, backend=backend,
                                **kw)
         pose_free = pose_r
         if pose_n is not None:
-            cost_i = cost_prepared(prep, pose_n, camera, delta_d, robust)
+            cost_i = (_cost_native(prep, pose_n[None], camera, delta_d, robust)[0] if native else
+                      cost_prepared(prep, pose_n, camera, delta_d, robust))
             pose_r = _where(cost_i < cost_r, pose_n, pose_r)
         pose_n = pose_r
     # one more small graph when RSLM compiled anyway (the eager loop is dispatch-bound for small N·n)
     rslm_ran = pose_init is None or force_init_solve
-    compiled = _compile.use_compile(backend, N * x3d_d.shape[1] * max(num_iter, init_num_proposals * rslm_ran))
+    compiled = not native and _compile.use_compile(backend, N * x3d_d.shape[1] *
+                                                   max(num_iter, init_num_proposals * rslm_ran))
     if with_free_solution:  # both starts as one batch of 2N problems (problems, camera and δ tiled)
         poses, costs, jtjs = _lm_loop_chunked(prep.repeat(2), torch.cat([pose_n, pose_free]), camera.repeat(2),
                                               delta_d.repeat(2), num_iter=num_iter, fast_mode=fast_mode,
-                                              compiled=compiled, **kw)
+                                              compiled=compiled, native=native, **kw)
         pose_n, cost, jtj = poses[:N], costs[:N], jtjs[:N]
         pose_free = pnp_denormalize(offset, poses[N:]) if normalize else poses[N:]
     else:
         pose_free = None
         pose_n, cost, jtj = _lm_loop_chunked(prep, pose_n, camera, delta_d, num_iter=num_iter,
-                                             fast_mode=fast_mode, compiled=compiled, **kw)
+                                             fast_mode=fast_mode, compiled=compiled, native=native, **kw)
     cov = None
     if with_cov:
         cov = laplace_covariance(jtj, eps)
