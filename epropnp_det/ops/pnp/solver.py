@@ -467,8 +467,11 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     probs = torch.nan_to_num(w2d.mean(dim=-1), nan=0.0, posinf=0.0).clamp(min=0)
     valid_obj = probs.sum(dim=-1, keepdim=True) > 0
     probs = torch.where(valid_obj, probs, torch.ones_like(probs))
-    idx, valid = sample_subsets(probs, P, m, generator)
-    sub = prep.gather(idx).mask_points(valid)  # (gathering inside the compiled kernels is slower)
+    if native:  # the same draws and subsets, gathered straight into the flat planes
+        flat = _subsets_native(prep, probs, P, m, generator)
+    else:
+        idx, valid = sample_subsets(probs, P, m, generator)
+        sub = prep.gather(idx).mask_points(valid)  # (gathering inside the compiled kernels is slower)
 
     t0 = center_based_init(x3d, x2d, camera, dof).expand(P, N, 3)
     if dof == 4:
@@ -478,7 +481,8 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     pose0 = torch.cat([t0, rot0], dim=-1)
     # the P·N proposals as one flat batch of problems (camera and δ tiled): the fused kernels then index every
     # per-problem constant directly instead of broadcasting (N,) over (P, N) (measured 1.4-1.9x faster)
-    flat = Prepared(*(t.reshape(t.shape[0], P * N, t.shape[-1]) for t in sub[:4]), None)
+    if not native:
+        flat = Prepared(*(t.reshape(t.shape[0], P * N, t.shape[-1]) for t in sub[:4]), None)
     poses, _, _ = _lm_loop_chunked(flat, pose0.reshape(P * N, -1), camera.repeat(P), delta.repeat(P),
                                    num_iter=num_iter, fast_mode=fast_mode, final_eval=False, compiled=compiled,
                                    native=native, robust=robust, **lm_kwargs)
@@ -489,6 +493,24 @@ def _rslm(prep, x3d, x2d, w2d, camera, delta, num_points, num_proposals, num_ite
     best_cost, best = costs.min(dim=0)
     pose = poses.gather(0, best[None, :, None].expand(1, N, poses.shape[-1])).squeeze(0)
     return pose, best_cost
+
+
+def _subsets_native(prep: Prepared, probs: Tensor, P: int, m: int,
+                    generator: Optional[torch.Generator] = None) -> Prepared:
+    """:func:`sample_subsets` + ``Prepared.gather`` + ``mask_points`` + the flat reshape of :func:`_rslm` by the
+    native CPU kernel (``csrc/subsets.cpp``): the same uniform draws (same generator calls), the same subsets, in
+    planes (C, P·N, m), problem ``p·N + i`` (``w2`` is None: the native LM squares ``w`` itself)."""
+    N, n = probs.shape
+    cdf = torch.cumsum(probs, dim=-1)
+    cdf = (cdf / cdf[..., -1:]).contiguous()
+    u = torch.rand(N, P * 2 * m, dtype=cdf.dtype, device=cdf.device, generator=generator)
+    planes = torch.cat([prep.xs, prep.obs, prep.w]).to(cdf.dtype).contiguous()  # (7, N, n)
+    out = planes.new_empty(7, P * N, m)
+    fn = getattr(_native.lib(), f'epnp_subsets_{_native.suffix(cdf.dtype)}')
+    p = _native.ptr
+    fn(ctypes.c_int64(N), ctypes.c_int64(n), ctypes.c_int64(P), ctypes.c_int64(m), p(cdf), p(u), p(planes), p(out),
+       ctypes.c_int(_native.num_threads()))
+    return Prepared(out[0:3], out[3:5], out[5:7], None, None)
 
 
 def _use_stacked_gn(device: torch.device) -> bool:
