@@ -38,6 +38,7 @@ setup(
     python_requires='>=3.8',
     packages=find_packages(exclude=('tests', 'tests.*', 'configs', 'tools')),
     include_package_data=True,
+    package_data={'epropnp_det.ops.pnp': ['csrc/*.cpp', 'csrc/*.h']},  # native CPU kernels, built on first use
     install_requires=parse_requirements('runtime.txt'),
     extras_require={
         'mim': parse_requirements('mminstall.txt'),

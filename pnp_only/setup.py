@@ -32,6 +32,8 @@ setup(
     version=get_version(),
     packages=PACKAGES,
     package_dir={'epropnp_det': SRC},
+    # the native CPU kernels' sources, compiled on first use (epropnp_det/ops/pnp/_native.py)
+    package_data={'epropnp_det.ops.pnp': ['csrc/*.cpp', 'csrc/*.h']},
     cmdclass={'build_py': BuildPyLayerOnly},
     zip_safe=False,
 )

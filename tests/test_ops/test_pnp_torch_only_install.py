@@ -125,3 +125,24 @@ def test_snippets_run_in_the_torch_only_env(torch_only_env, doc, heading):
     assert len(blocks) == 1
     res = _run([py, '-c', blocks[0]], env=env, cwd=cwd)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_native_kernels_build_in_the_torch_only_env(torch_only_env, tmp_path):
+    """The wheel carries the native kernels' sources; they compile into a fresh cache there and serve a solve."""
+    py, env, cwd = torch_only_env
+    os.makedirs(cwd, exist_ok=True)
+    code = ('import torch\n'
+            'from epropnp_det.ops.pnp import _native, solve_pnp, CameraParams\n'
+            'from epropnp_det.ops.pnp.testing import make_problems\n'
+            'assert _native.lib() is not None\n'
+            'p = make_problems(N=4, n=32, generator=torch.Generator().manual_seed(0))\n'
+            'cam = CameraParams.from_image_shape(p["cam_mats"], p["img_hw"])\n'
+            'g = torch.Generator().manual_seed(0)\n'
+            'sol = solve_pnp(p["x3d"], p["x2d"], torch.ones_like(p["x2d"]), cam, generator=g)\n'
+            'print(float((sol.pose[:, :3] - p["pose_gt"][:, :3]).norm(dim=-1).median()))\n'
+            'import os; print(sorted(os.listdir(os.environ["EPROPNP_NATIVE_CACHE"])))')
+    res = _run([py, '-c', code], env={**env, 'EPROPNP_NATIVE_CACHE': str(tmp_path / 'cache')}, cwd=cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    err, files = res.stdout.strip().splitlines()[-2:]
+    assert float(err) < 0.5
+    assert files.startswith("['epropnp_pnp_cpu_") and files.endswith(".so']"), files
