@@ -190,6 +190,21 @@ def _native_fn(kind: str, dtype: torch.dtype):
     return fn
 
 
+def _native_affine(poses: Tensor, cam_mats: Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`_pose_affine` in one native call (the torch version is ~10 small ops and a batched 3x3 matmul)."""
+    if poses.dim() < 2 or poses.shape[-1] not in (4, 7):
+        raise ValueError(f'pose must be (*, N, 4) or (*, N, 7), got {tuple(poses.shape)}')
+    N, D = poses.shape[-2], poses.shape[-1]
+    S = poses[..., 0].numel() // max(N, 1)
+    poses = poses.to(dtype).contiguous()
+    K = cam_mats.to(dtype).expand(N, 3, 3).contiguous()
+    out = poses.new_empty(*poses.shape[:-1], 3, 4)
+    if out.numel():
+        _native_fn('affine', dtype)(_native.ptr(poses), _native.ptr(K), ctypes.c_int64(S), ctypes.c_int64(N),
+                                    ctypes.c_int(D), _native.ptr(out), ctypes.c_int(_native.num_threads()))
+    return out
+
+
 def _native_inputs(x3d, x2d, w2d, delta, affine, lb, ub):
     """Contiguous operands in the kernels' layout: A (S, N, 12), planes (N, 3|2, n), delta (N,), lb/ub (N, 2)."""
     dt = x3d.dtype
@@ -350,9 +365,10 @@ def _sampled_cost(x3d, x2d, w2d, poses, camera, delta, chunk_elems, backend, pre
     recomputed and only the backward is attached (used by AMIS for one backward pass over all rounds)."""
     if poses.dim() != 3 or poses.shape[1] != x3d.shape[0]:
         raise ValueError(f'poses must be (S, N, 4|7) with N = {x3d.shape[0]}, got {tuple(poses.shape)}')
-    affine = _pose_affine(poses.detach(), camera.cam_mats.detach())
-    delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
     native = _native.enabled(x3d, x2d, w2d, backend=backend)  # CPU: the C++ kernels before torch.compile
+    affine = (_native_affine if native else _pose_affine)(poses.detach(), camera.cam_mats.detach(),
+                                                          *((x3d.dtype,) if native else ()))
+    delta = torch.as_tensor(delta, dtype=x3d.dtype, device=x3d.device).expand(x3d.shape[0])
     compiled = not native and _compile.use_compile(backend, poses.shape[0] * x3d.shape[0] * x3d.shape[1])
     chunk_elems = default_chunk_elems(x3d.device) if chunk_elems is None else chunk_elems
     return _SampledCost.apply(x3d, x2d, w2d, delta, affine, camera.lb.detach(), camera.ub.detach(),

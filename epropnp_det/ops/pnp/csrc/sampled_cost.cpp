@@ -61,7 +61,7 @@ void forward_object(const T* A, const Obj<T>& o, int64_t S, int64_t N, int64_t n
       const T h0 = c0 * X[p] + c1 * Y[p] + c2 * Z[p] + c3;
       const T h1 = c4 * X[p] + c5 * Y[p] + c6 * Z[p] + c7;
       const T h2 = c8 * X[p] + c9 * Y[p] + c10 * Z[p] + c11;
-      const T z = clamp_lo(h2, zmin);
+      const T z = clamp_lo(h2, zmin);  // u, v divided as in torch (same rounding, same border masks)
       const T u = clamp_hi(clamp_lo(h0 / z, lbu), ubu);
       const T v = clamp_hi(clamp_lo(h1 / z, lbv), ubv);
       const T ru = (u - xu[p]) * wu[p], rv = (v - xv[p]) * wv[p];
@@ -107,6 +107,7 @@ void backward_object(const T* A, const Obj<T>& o, const T* grad, int64_t S, int6
       const T h2 = c8 * X[p] + c9 * Y[p] + c10 * Z[p] + c11;
       const T z = clamp_lo(h2, zmin);
       const T u_raw = h0 / z, v_raw = h1 / z;
+      const T rz = T(1) / z;  // dL/dh_uv multiply by it
       const T u = clamp_hi(clamp_lo(u_raw, lbu), ubu);
       const T v = clamp_hi(clamp_lo(v_raw, lbv), ubv);
       const T eu = u - xu[p], ev = v - xv[p];
@@ -132,8 +133,8 @@ void backward_object(const T* A, const Obj<T>& o, const T* grad, int64_t S, int6
         const T vu = (u_raw >= lbu && u_raw <= ubu) ? T(1) : T(0);
         const T vv = (v_raw >= lbv && v_raw <= ubv) ? T(1) : T(0);
         const T zok = h2 >= zmin ? T(1) : T(0);
-        const T au = qu * wu[p] * vu / z;  // dL/dh_u
-        const T av = qv * wv[p] * vv / z;
+        const T au = qu * wu[p] * vu * rz;  // dL/dh_u
+        const T av = qv * wv[p] * vv * rz;
         const T az = -((au * u + av * v) * zok);  // dL/dh_z
         gx[p] += au * c0 + av * c4 + az * c8;
         gy[p] += au * c1 + av * c5 + az * c9;
@@ -187,6 +188,43 @@ void backward(const T* A, const T* x3dT, const T* x2dT, const T* w2dT, const T* 
   });
 }
 
+// [K·R | K·t] (S, N, 12) of poses (S, N, D): D = 4 [x, y, z, yaw] (rotation about the camera's y axis) or
+// D = 7 [x, y, z, w, i, j, k] (unit quaternion), K (N, 3, 3); as sampled_cost._pose_affine (rotation.py's formula)
+template <typename T>
+void affine(const T* poses, const T* K, int64_t S, int64_t N, int D, T* out, int threads) {
+  epnp::parallel_for(S * N, threads, 2.0, [&](int64_t a, int64_t b) {
+    for (int64_t idx = a; idx < b; ++idx) {
+      const T* q = poses + idx * D;
+      const T* k = K + (idx % N) * 9;
+      T rt[12];
+      if (D == 4) {
+        const T c = std::cos(q[3]), s = std::sin(q[3]);
+        const T r[9] = {c, T(0), s, T(0), T(1), T(0), -s, T(0), c};
+        for (int j = 0; j < 3; ++j) {
+          for (int l = 0; l < 3; ++l) rt[j * 4 + l] = r[j * 3 + l];
+        }
+      } else {
+        const T w = q[3], i = q[4], j = q[5], kk = q[6];
+        const T ii = i * i, jj = j * j, k2 = kk * kk, ij = i * j, ik = i * kk, jk = j * kk, wi = w * i, wj = w * j,
+                wk = w * kk;
+        const T r[9] = {T(1) - T(2) * (jj + k2), T(2) * (ij - wk), T(2) * (ik + wj),
+                        T(2) * (ij + wk), T(1) - T(2) * (ii + k2), T(2) * (jk - wi),
+                        T(2) * (ik - wj), T(2) * (jk + wi), T(1) - T(2) * (ii + jj)};
+        for (int r0 = 0; r0 < 3; ++r0) {
+          for (int l = 0; l < 3; ++l) rt[r0 * 4 + l] = r[r0 * 3 + l];
+        }
+      }
+      rt[3] = q[0];
+      rt[7] = q[1];
+      rt[11] = q[2];
+      T* o = out + idx * 12;
+      for (int r0 = 0; r0 < 3; ++r0) {
+        for (int l = 0; l < 4; ++l) o[r0 * 4 + l] = k[r0 * 3] * rt[l] + k[r0 * 3 + 1] * rt[4 + l] + k[r0 * 3 + 2] * rt[8 + l];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 #define EPNP_SAMPLED_WRAPPERS(T, SUF)                                                                           \
@@ -201,6 +239,10 @@ void backward(const T* A, const T* x3dT, const T* x2dT, const T* w2dT, const T* 
                                               int need_x3d, T* gx3dT, T* gq, T* gw, T* gd, int threads) {       \
     backward<T>(A, x3dT, x2dT, w2dT, delta, lb, ub, grad, S, N, n, z_min, robust, need_x3d, gx3dT, gq, gw, gd,  \
                 threads);                                                                                       \
+  }                                                                                                             \
+  extern "C" void epnp_sampled_affine_##SUF(const T* poses, const T* K, int64_t S, int64_t N, int D, T* out,   \
+                                            int threads) {                                                      \
+    affine<T>(poses, K, S, N, D, out, threads);                                                                 \
   }
 
 EPNP_SAMPLED_WRAPPERS(float, f32)
