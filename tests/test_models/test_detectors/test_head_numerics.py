@@ -23,21 +23,54 @@ def golden():
     return torch.load(GOLDEN)
 
 
-@pytest.mark.parametrize('variant', sorted(VARIANTS))
-def test_numerics_unchanged(golden, variant):
-    ref = golden['numbers'][variant]
+def _record_one_thread(variant):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as recorded: one summation order
     try:
-        got = record(variant)
+        return record(variant)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_numerics_unchanged(golden, variant, monkeypatch):
+    # the torch implementation of the PnP layer, as recorded (the native CPU kernels sum in another order: see
+    # test_native_pnp_kernels_change_only_rounding)
+    monkeypatch.setenv('EPROPNP_DISABLE_NATIVE', '1')
+    ref = golden['numbers'][variant]
+    got = _record_one_thread(variant)
     assert sorted(got) == sorted(ref), (sorted(set(got) ^ set(ref)))
     for k, r in ref.items():
         g = got[k]
         assert g.shape == r.shape, (k, g.shape, r.shape)
         rtol = 1e-4 if k.startswith('grad/') else 1e-5
         torch.testing.assert_close(g, r, rtol=rtol, atol=1e-6, msg=lambda m: f'{variant} {k}: {m}')
+
+
+# Monte-Carlo outputs of AMIS: a rounding-level change of a sample's cost moves the proposal re-estimated from the
+# importance weights, and with it every later draw (measured with the torch implementation alone: 2 threads instead
+# of 1 change pose_samples by up to 14x their value and the weights by orders of magnitude on these untrained
+# models, and loss_pose / v2's gradients by 0.2 %, as the native kernels do)
+CHAOTIC = ('pose_samples', 'pose_sample_weights')
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_native_pnp_kernels_change_only_rounding(golden, variant):
+    """With the native CPU kernels (the default on the CPU) every loss, gradient norm and deterministic prediction
+    stays within 0.5 % of the recorded torch numbers, as with a different thread count; only the Monte-Carlo
+    samples and weights, which a different summation order changes as much, are not compared."""
+    from epropnp_det.ops.pnp import _native
+    if _native.lib() is None:
+        pytest.skip('no C++ compiler for the native kernels')
+    ref = golden['numbers'][variant]
+    got = _record_one_thread(variant)
+    compared = 0
+    for k, r in ref.items():
+        if k.endswith(CHAOTIC) or not r.is_floating_point():
+            continue
+        torch.testing.assert_close(got[k], r, rtol=5e-3, atol=1e-4, msg=lambda m: f'{variant} {k}: {m}')
+        compared += 1
+    assert compared >= len(ref) - 6
 
 
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
