@@ -234,3 +234,18 @@ def test_native_affine_equals_pose_affine(dtype, dof):
     torch.testing.assert_close(out, ref, rtol=1e-12 if dtype == D64 else 1e-6, atol=1e-9 if dtype == D64 else 1e-3)
     with pytest.raises(ValueError, match='pose must be'):
         _native_affine(pb['poses'][..., :3], pb['camera'].cam_mats, dtype)
+
+
+@pytest.mark.parametrize('N,n,S', [(0, 5, 3), (3, 0, 4), (3, 5, 0)])
+def test_empty_shapes(N, n, S):
+    from epropnp_det.ops.pnp.types import CameraParams
+    cam = CameraParams.from_image_shape(torch.eye(3, dtype=D64).expand(N, 3, 3).contiguous(),
+                                        torch.tensor([900., 1600.], dtype=D64).expand(N, 2).contiguous())
+    poses = torch.zeros(S, N, 4, dtype=D64)
+    poses[..., 2] = 5.
+    pb = dict(x3d=torch.zeros(N, n, 3, dtype=D64), x2d=torch.zeros(N, n, 2, dtype=D64),
+              w2d=torch.ones(N, n, 2, dtype=D64), poses=poses, camera=cam, delta=torch.full((N,), 0.1, dtype=D64),
+              grad=torch.ones(S, N, dtype=D64))
+    out, ref = _run(pb, 'default', 'huber'), _run(pb, 'eager', 'huber')
+    for a, b in zip(out, ref):
+        assert a.shape == b.shape and torch.equal(a, b)
