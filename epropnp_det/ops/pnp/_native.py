@@ -32,8 +32,10 @@ __all__ = ['enabled', 'lib', 'ptr', 'num_threads', 'SUPPORTED_DTYPES']
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 CSRC = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
 # -fno-math-errno: sqrt/log vectorise; no -ffast-math (NaN/Inf checks and IEEE min/max must keep their meaning)
-CXXFLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-fopenmp-simd', '-march=native',
-            '-pthread']
+CXXFLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-march=native', '-pthread']
+# OpenMP: the kernels' threads come from the OpenMP runtime torch has loaded (csrc/common.h); without it
+# (a compiler without libgomp) std::threads
+OPENMP_FLAGS = (['-fopenmp'], ['-fopenmp-simd'])
 
 _STATE = {'lib': None, 'failed': False}
 _LOCK = threading.Lock()
@@ -72,7 +74,7 @@ def build(verbose: bool = False) -> str:
     cxx = _compiler()
     version = subprocess.run([cxx, '--version'], capture_output=True, text=True, check=True).stdout
     h = hashlib.sha256()
-    for part in [version, ' '.join(CXXFLAGS), _cpu_key(), platform.machine()]:
+    for part in [version, ' '.join(CXXFLAGS), str(OPENMP_FLAGS), _cpu_key(), platform.machine()]:
         h.update(part.encode())
     srcs = _sources()
     for src in srcs:
@@ -86,9 +88,12 @@ def build(verbose: bool = False) -> str:
     # build into a private file and rename: concurrent processes (distributed ranks) never see a partial library
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=out_dir)
     os.close(fd)
-    cmd = [cxx, *CXXFLAGS, '-I', CSRC, *[s for s in srcs if s.endswith('.cpp')], '-o', tmp]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        for omp in OPENMP_FLAGS:
+            cmd = [cxx, *CXXFLAGS, *omp, '-I', CSRC, *[s for s in srcs if s.endswith('.cpp')], '-o', tmp]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode == 0:
+                break
         if res.returncode != 0:
             raise RuntimeError(f'compiling the native PnP kernels failed ({" ".join(cmd)}):\n{res.stderr[-4000:]}')
         if verbose:

@@ -6,11 +6,17 @@
 #include <cstdint>
 #include <thread>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace epnp {
 
 // Calls fn(begin, end) on contiguous ranges of [0, n) from up to `threads` threads; runs inline when the work
-// (n * cost_per_item, in rough point evaluations) is too small to pay for starting threads (~20 us each).
+// (n * cost_per_item, in rough point evaluations) is too small to pay for waking threads.
+// With OpenMP the threads are those of the process's OpenMP runtime: libgomp.so.1 is already loaded by torch, so
+// the kernels share torch's thread pool (separate std::threads competed with torch's spinning OpenMP workers for
+// the cores); without OpenMP, std::threads.
 template <typename F>
 void parallel_for(int64_t n, int threads, double cost_per_item, F fn) {
   const double total = double(n) * cost_per_item;
@@ -19,6 +25,16 @@ void parallel_for(int64_t n, int threads, double cost_per_item, F fn) {
     fn(int64_t(0), n);
     return;
   }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(t)
+  {
+    const int64_t k = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t step = (n + nt - 1) / nt;
+    const int64_t a = std::min(n, k * step), b = std::min(n, (k + 1) * step);
+    if (a < b) fn(a, b);
+  }
+  return;
+#endif
   std::vector<std::thread> pool;
   pool.reserve(t - 1);
   const int64_t step = (n + t - 1) / t;

@@ -25,12 +25,15 @@ void subsets(int64_t N, int64_t n, int64_t P, int64_t m, const T* cdf, const T* 
         int64_t count = 0, first = 0;
         for (int64_t t = 0; t < k; ++t) {
           const T x = up[t];
-          int64_t lo = 0, hi = n;
-          while (lo < hi) {  // first index with cdf > x
-            const int64_t mid = (lo + hi) >> 1;
-            if (c[mid] <= x) lo = mid + 1; else hi = mid;
+          // first index with cdf > x, branch-free (the draws are random: a branchy search mispredicts every step)
+          const T* b = c;
+          int64_t len = n;
+          while (len > 1) {
+            const int64_t half = len >> 1;
+            b = (b[half] <= x) ? b + half : b;
+            len -= half;
           }
-          const int64_t d = std::min(lo, n - 1);
+          const int64_t d = std::min<int64_t>((b - c) + (*b <= x), n - 1);
           if (t == 0) first = d;
           if (stamp[d] != p) {
             stamp[d] = p;
