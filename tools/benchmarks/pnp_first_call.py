@@ -1,6 +1,7 @@
 """First-call time of each PnP-layer function with default settings, each in a fresh interpreter.
 
-    python tools/benchmarks/pnp_first_call.py [--threads 2] [--backend default] [--json docs/results/X.json]
+    python tools/benchmarks/pnp_first_call.py [--threads 2] [--backend default] [--cold-native-cache]
+                                              [--json docs/results/X.json]
 
 Why: ``torch.compile`` costs 10–120 s per process on a 2-core CPU (minutes with a cold inductor cache), which a
 new user meets as a first training step that seems to hang. With the default backend (``'default'``: never
@@ -8,6 +9,9 @@ compiles, CUDA graphs on a GPU) every function below must answer within a few se
 Each row starts a new Python process, imports the layer, builds the problem, then times the first call and a
 second call (the difference is one-off work: compilation, lazy initialisation). Import time is not included
 (``tools/benchmarks/import_time.py``). ``--backend auto`` shows what opting into compilation costs.
+On the CPU the default backend runs the native C++ kernels (:mod:`epropnp_det.ops.pnp._native`), built once per
+machine into a cache; ``--cold-native-cache`` gives every row an empty cache of its own, so each first call
+includes that build, as on a fresh machine.
 
 Problem sizes (CPU): the 4-DoF rows are the detector's training/inference batches of ``tools/benchmarks/
 pnp_layer.py`` (96 objects × 128 points × 128 samples; 144 × 256 at inference); the 6-DoF rows are the original's
@@ -19,6 +23,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import REPO, add_json_option, format_table, write_json  # noqa: E402
@@ -81,10 +86,18 @@ print(json.dumps(times))
 '''
 
 
-def first_call(name: str, threads: int, backend: str) -> list:
+def first_call(name: str, threads: int, backend: str, cold_native_cache: bool = False) -> list:
     prob, call = ROWS[name]
     code = _SETUP.format(threads=threads, backend=backend) + _BODY.format(call=call, **prob)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    if cold_native_cache:
+        with tempfile.TemporaryDirectory(prefix='epropnp_native_') as cache:
+            env['EPROPNP_NATIVE_CACHE'] = cache
+            return _run(name, code, env)
+    return _run(name, code, env)
+
+
+def _run(name: str, code: str, env: dict) -> list:
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=REPO,
                          timeout=1800)
     if out.returncode != 0:
@@ -98,18 +111,22 @@ def main(argv=None) -> int:
     p.add_argument('--backend', default='default', choices=['default', 'eager', 'auto', 'compile'],
                    help="backend passed to every function (default: the library default 'default')")
     p.add_argument('--rows', default=None, help='comma-separated substrings selecting rows')
+    p.add_argument('--cold-native-cache', action='store_true',
+                   help='an empty native-kernel cache per row: each first call includes the C++ build (CPU)')
     add_json_option(p)
     args = p.parse_args(argv)
     names = [n for n in ROWS if args.rows is None or any(s in n for s in args.rows.split(','))]
     rows, records = [], []
     for name in names:
-        t1, t2 = first_call(name, args.threads, args.backend)
+        t1, t2 = first_call(name, args.threads, args.backend, args.cold_native_cache)
         rows.append([name, f'{t1:.2f}', f'{t2:.2f}', f'{t1 - t2:.2f}'])
         records.append(dict(name=name, first_call_s=t1, second_call_s=t2))
         print(f'{name}: first {t1:.2f} s, second {t2:.2f} s', flush=True)
     print(format_table(['function (problem)', '1st call s', '2nd call s', 'one-off s'], rows,
-                       title=f'First call in a fresh process, backend={args.backend!r}, {args.threads} threads'))
-    write_json(args.json, records, argv, threads=args.threads, backend=args.backend)
+                       title=f'First call in a fresh process, backend={args.backend!r}, {args.threads} threads'
+                             + (', cold native cache' if args.cold_native_cache else '')))
+    write_json(args.json, records, argv, threads=args.threads, backend=args.backend,
+               cold_native_cache=args.cold_native_cache)
     return 0
 
 

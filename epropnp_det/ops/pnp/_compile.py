@@ -8,13 +8,18 @@ inductor cache, minutes on a cold one), so compilation is **opt-in**: with the d
 every function takes at most a few seconds in a fresh process (``tools/benchmarks/pnp_first_call.py`` measures
 it).
 
+Since the native CPU kernels (:mod:`._native`: C++ built in seconds, cached per machine) the CPU rarely needs
+this module: ``'default'`` and ``'auto'`` run those kernels on CPU tensors, and compilation matters for ``'compile'``
+and on a GPU.
+
 Backends: ``'default'`` (the default everywhere) never compiles; on a GPU it replays the no-grad stages as CUDA
-graphs (:mod:`._graphs`, seconds to capture). ``'eager'`` never compiles and never captures. ``'auto'`` (what the
-detector's configs use) is ``'default'`` plus compilation of calls that evaluate at least
-:data:`AUTO_COMPILE_MIN_POINTS` (pose, point) pairs. ``'compile'`` always compiles. The environment variable
-``EPROPNP_DISABLE_COMPILE=1`` forces eager everywhere; if a compilation fails (no C++ compiler, unsupported device)
-a warning is issued once and the rest of the process runs eagerly. Compiled functions must be pure (no side
-effects), so that falling back after a failure gives the same result.
+graphs (:mod:`._graphs`, seconds to capture), on the CPU it runs the native kernels. ``'eager'`` never compiles and
+never captures. ``'auto'`` (what the detector's configs use) is ``'default'`` plus compilation of calls that
+evaluate at least :data:`AUTO_COMPILE_MIN_POINTS` (pose, point) pairs where no native kernel serves them.
+``'compile'`` always compiles. The environment variable ``EPROPNP_DISABLE_COMPILE=1`` forces eager everywhere; if a
+compilation fails (no C++ compiler, unsupported device) a warning is issued once and the rest of the process runs
+eagerly. Compiled functions must be pure (no side effects), so that falling back after a failure gives the same
+result.
 """
 import os
 import warnings

@@ -140,7 +140,7 @@ def ptr(t: torch.Tensor) -> ctypes.c_void_p:
 
 
 def num_threads() -> int:
-    """Threads of a native call: torch's intra-op setting (the kernels split objects over std::threads)."""
+    """Threads of a native call: torch's intra-op setting (the kernels split objects over torch's OpenMP pool)."""
     return max(1, torch.get_num_threads())
 
 

@@ -335,9 +335,11 @@ def _amis_nograd(x3d, x2d, w2d, delta, cam_mats, lb, ub, extra_poses, *prop0_fie
     samples = torch.stack(samples).reshape(num_samples, N, -1)
     costs = torch.stack(costs).reshape(num_samples, N)
     if extra_poses is not None:
-        # the extra poses' values in eager mode (a handful of poses; the fused kernels are sized for many)
+        # a handful of poses: not worth the compiled kernels (sized for many), but the native CPU kernels are
+        # cheap at any size and give the values the backward is attached to with the same arithmetic
+        extra_backend = 'default' if backend in ('default', 'auto') else 'eager'
         costs = torch.cat([costs, sampled_pnp_cost(x3d, x2d, w2d, extra_poses, camera, delta, chunk_elems,
-                                                   'eager', robust)])
+                                                   extra_backend, robust)])
     stacked = _stack_proposals(props)
     return samples, costs, mix.reshape(num_samples, N), tuple(getattr(stacked, f) for f in cls.__dataclass_fields__)
 

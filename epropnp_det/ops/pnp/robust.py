@@ -26,6 +26,10 @@ the in-place branch of ``cost_prepared`` and ``normal_equations_planes``: the so
 (``_projection_terms`` / ``_planar_grads`` for the compiled kernels, ``_chunk_forward`` and the eager backward of
 ``_SampledCost``: the Monte-Carlo samples). The projection itself is written in :func:`.camera.project_planar`,
 ``kernels._coefficients`` (folded ``[K·R | K·t]`` rows with derivatives) and ``sampled_cost._pose_affine``.
+On the CPU the native kernels repeat the cost once more: ``csrc/common.h`` (``rho``, ``irls_weight``),
+``csrc/solver.cpp`` (the LM/GN loop and the cost of many poses) and ``csrc/sampled_cost.cpp`` (the Monte-Carlo
+samples, forward and backward), checked against the torch code by ``tests/test_ops/test_pnp_native_solver.py`` and
+``tests/test_ops/test_pnp_native_sampled.py`` (both costs, values, normal equations and gradients).
 They are kept equal by ``tests/test_ops/test_pnp_cost.py`` (Huber: ``evaluate_pnp`` vs the formula, ``pnp_cost``
 vs ``evaluate_pnp``, normal equations vs explicit Jacobians), ``tests/test_ops/test_pnp_amis.py`` (Huber:
 ``sampled_pnp_cost`` eager and compiled vs ``pnp_cost``, values and gradients), ``tests/test_ops/test_pnp_robust.py``

@@ -25,7 +25,9 @@ Everything runs batched over objects (and RSLM proposals) without host synchroni
 ``CHUNK_ELEMS`` point evaluations so the per-point arrays stay in the CPU caches. With ``backend='compile'`` (or
 ``'auto'`` on large batches, see :mod:`._compile`) the point-wise passes (normal equations, RSLM full-set scoring)
 run as ``torch.compile``-fused kernels over the whole batch instead; compilation is opt-in (the default backend
-``'default'`` never compiles, so a first call takes seconds, not minutes).
+``'default'`` never compiles, so a first call takes seconds, not minutes). On CPU tensors ``'default'`` and ``'auto'``
+run the native C++ kernels instead (:mod:`._native`: the whole LM/GN loop per object, the RSLM subset draws and the
+full-set scoring); ``'eager'`` is the torch reference they are tested against.
 
 Differences from the reference (docs/method.md §13.11-13, all fixes):
 
@@ -685,7 +687,8 @@ def solve_pnp(x3d: Tensor, x2d: Tensor, w2d: Tensor, camera: CameraParams, delta
         init_num_points / init_num_proposals / init_num_iter: RSLM settings (16 / 64 / 3).
         generator: torch RNG for RSLM.
         check_finite: raise ``ValueError`` naming the field if an input has NaN/Inf (one host sync).
-        backend: ``'default'`` (never compiles; CUDA graphs on a GPU), ``'eager'``, ``'auto'`` or ``'compile'``:
+        backend: ``'default'`` (never compiles; CUDA graphs on a GPU, native C++ kernels on the CPU), ``'eager'``,
+            ``'auto'`` (``'default'`` on the CPU) or ``'compile'``:
             ``torch.compile``-fused solver kernels (opt-in)
             (:mod:`._compile`); auto compiles the RSLM stage when it scores ≥ 2¹⁸ (proposal, point) pairs and the
             final LM/GN loop then or when ``N·n·num_iter ≥ 2¹⁸``. Same results up to float rounding.

@@ -52,6 +52,24 @@ def test_numerics_unchanged(golden, variant, monkeypatch):
 # of 1 change pose_samples by up to 14x their value and the weights by orders of magnitude on these untrained
 # models, and loss_pose / v2's gradients by 0.2 %, as the native kernels do)
 CHAOTIC = ('pose_samples', 'pose_sample_weights')
+# v2's Monte-Carlo scoring (16 AMIS samples per object): one sample crossing the score's threshold moves an object
+# from 0 to 1.5e-4 (measured, native kernels on an AVX-512 Xeon), which reorders the score-sorted predictions; the
+# scores (score3d: the Monte-Carlo estimate, scores_3d: blended with it) are not compared, the other fields in an
+# order independent of them (by box x)
+CHAOTIC_KEYS = tuple(f'pred_mc/{i}/{k}' for i in (0, 1) for k in ('scores_3d', 'score3d'))
+
+
+def _order_mc_by_box(d):
+    out = dict(d)
+    for i in (0, 1):
+        boxes = d.get(f'pred_mc/{i}/bboxes_3d')
+        if boxes is None:
+            continue
+        order = torch.argsort(boxes[:, 0])
+        for k, v in d.items():
+            if k.startswith(f'pred_mc/{i}/') and v.dim() and v.shape[0] == order.numel():
+                out[k] = v[order]
+    return out
 
 
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
@@ -62,15 +80,15 @@ def test_native_pnp_kernels_change_only_rounding(golden, variant):
     from epropnp_det.ops.pnp import _native
     if _native.lib() is None:
         pytest.skip('no C++ compiler for the native kernels')
-    ref = golden['numbers'][variant]
-    got = _record_one_thread(variant)
+    ref = _order_mc_by_box(golden['numbers'][variant])
+    got = _order_mc_by_box(_record_one_thread(variant))
     compared = 0
     for k, r in ref.items():
-        if k.endswith(CHAOTIC) or not r.is_floating_point():
+        if k.endswith(CHAOTIC) or k in CHAOTIC_KEYS or not r.is_floating_point():
             continue
         torch.testing.assert_close(got[k], r, rtol=5e-3, atol=1e-4, msg=lambda m: f'{variant} {k}: {m}')
         compared += 1
-    assert compared >= len(ref) - 6
+    assert compared >= len(ref) - 10
 
 
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
