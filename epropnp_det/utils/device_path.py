@@ -7,12 +7,13 @@ nothing on the CPU:
   gradient (mmcv's CPU backward is a serial loop);
 * :class:`~epropnp_det.models.task_modules.log_dim_coder.EProPnPMultiClassLogDimCoder`: a label-range check;
 * the PnP solver's RSLM subset sampler (a guide table; ``searchsorted`` on a device) and its differentiable GN
-  step (planes; stacked matrices on a device).
+  step (planes; stacked matrices on a device);
+* the PnP layer's native C++ kernels (:mod:`epropnp_det.ops.pnp._native`: CPU tensors only; torch ops on a device).
 
 :func:`emulate_device_path` makes the project's switches take the device branch on CPU tensors, so that
 ``tools/benchmarks/step_overhead.py --device-path`` counts the host synchronisations of the code that runs on a
-GPU on a machine without one (the PnP solver's switches are patched by that tool, as its sync-free test does: the
-torch-only PnP library imports nothing from here). Both branches give the same results (their tests).
+GPU on a machine without one (the PnP solver's switches and ``_native.enabled`` are patched by that tool, as the
+sync tests do: the torch-only PnP library imports nothing from here). Both branches give the same results (their tests).
 """
 import contextlib
 from typing import Iterator

@@ -31,6 +31,8 @@ def test_readme_results_table_is_placed_and_carries_the_json():
     tool = _tool()
     assert set(tool.SOURCES) == set(tool.TABLES)
     assert all(os.path.isfile(os.path.join(REPO, 'docs', 'results', f)) for f in tool.SOURCES.values())
+    assert set(tool.COMPANIONS) <= set(tool.SOURCES)
+    assert all(os.path.isfile(os.path.join(REPO, 'docs', 'results', f)) for f in tool.COMPANIONS.values())
     placed = tool.placed_tables()
     assert set(placed) == set(tool.TABLES), sorted(set(tool.TABLES) - set(placed))
     assert placed.get('synthetic-results') == 'README.md'

@@ -67,11 +67,11 @@ _GRAPH_STAGE_OPS = [0]
 
 @contextlib.contextmanager
 def _device_path_context():
-    """The GPU code path on CPU tensors: the project's switch (:mod:`epropnp_det.utils.device_path`), the PnP
-    solver's RSLM sampler (patched as its sync-free test does; the torch-only library has no switch of its own) and
-    the PnP layer's CUDA-graph stages, which run eagerly here with their ops tallied in ``_GRAPH_STAGE_OPS`` so
-    that the launches of a GPU step can be estimated (a replay: one copy per input, one clone per output, the
-    graph launch itself)."""
+    """The GPU code path on CPU tensors: the project's switch (:mod:`epropnp_det.utils.device_path`), the PnP solver's
+    RSLM sampler (patched as its sync-free test does; the torch-only library has no switch of its own), no
+    native CPU kernels, and the PnP layer's CUDA-graph stages, which run eagerly here with their ops tallied in
+    ``_GRAPH_STAGE_OPS`` so that the launches of a GPU step can be estimated (a replay: one copy per input, one
+    clone per output, the graph launch itself)."""
     from epropnp_det.ops.pnp import solver
     try:
         from epropnp_det.utils.device_path import emulate_device_path
@@ -81,6 +81,10 @@ def _device_path_context():
         from epropnp_det.ops.pnp import _graphs
     except ImportError:  # a checkout without CUDA graphs: every op is a launch
         _graphs = None
+    try:
+        from epropnp_det.ops.pnp import _native
+    except ImportError:  # a checkout without the native CPU kernels
+        _native = None
     OpCounter = _load_op_counter()
     patched = []
 
@@ -101,6 +105,7 @@ def _device_path_context():
     patch(solver, '_use_stacked_gn', lambda device: True)
     patch(_graphs, 'enabled', lambda backend, device: backend in ('default', 'auto'))
     patch(_graphs, 'run', run_eagerly)
+    patch(_native, 'enabled', lambda *tensors, backend='default': False)  # CPU-only kernels: a GPU runs torch ops
     try:
         with emulate_device_path():
             yield

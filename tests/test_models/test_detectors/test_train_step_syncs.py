@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from epropnp_det.ops.pnp import solver
+from epropnp_det.ops.pnp import _native, solver
 from epropnp_det.utils.device_path import emulate_device_path, on_device_path
 from epropnp_det.utils.op_counter import OpCounter
 
@@ -40,6 +40,7 @@ def test_train_step_syncs_on_the_device_path(monkeypatch, config):
     data = (_data_v2 if 'v2' in config else _data)(model, True)
     monkeypatch.setattr(solver, '_use_guide_table', lambda device: False)
     monkeypatch.setattr(solver, '_use_stacked_gn', lambda device: True)
+    monkeypatch.setattr(_native, 'enabled', lambda *tensors, backend='default': False)  # CPU-only C++ kernels
     with emulate_device_path(), OpCounter() as c:
         losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
