@@ -153,11 +153,31 @@ def table_pnp_vs_original_cpu_compiled() -> str:
     return md_table(['row (N, n, K)', 'ours s', 'original s', 'speed-up (median of pairs)', 'range over pairs'], rows)
 
 
+def pnp_accuracy_rows(data: dict) -> List[dict]:
+    """Rows ``{row, t_err_m, yaw_err_deg, pct_far, pct_agree, peak_mb}`` (each ``{ours, original}``) from either
+    layout: as carried by hand, or as ``pnp_layer.py --original PATH --json`` writes it (``ours`` and ``original``
+    lists of ``name, N, n, K, t_err, yaw_err, pct_far, pct_agree, peak_mb``; peak memory rounded to MB)."""
+    if 'rows' in data:
+        return data['rows']
+    orig = {r['name']: r for r in data['original']}
+    out = []
+    for r in data['ours']:
+        o = orig[r['name']]
+        dims = (r['N'], r['n']) + ((r['K'],) if r['K'] else ())
+        label = _PNP_ROW_NAMES[r['name'].rsplit('_', 1)[0]] + ' (' + ', '.join(str(d) for d in dims) + ')'
+        both = {k: dict(ours=r[src], original=o[src]) for k, src in (
+            ('t_err_m', 't_err'), ('yaw_err_deg', 'yaw_err'), ('pct_far', 'pct_far'), ('pct_agree', 'pct_agree'))}
+        both['peak_mb'] = dict(ours=round(r['peak_mb']), original=round(o['peak_mb']))
+        out.append(dict(row=label, **both))
+    return out
+
+
 def table_pnp_accuracy_cpu() -> str:
     def pair(d, fmt):
         return f'{d["ours"]:{fmt}} / {d["original"]:{fmt}}'
     rows = [[r['row'], pair(r['t_err_m'], '.3f'), pair(r['yaw_err_deg'], '.2f'), pair(r['pct_far'], '.1f'),
-             pair(r['pct_agree'], 'g'), pair(r['peak_mb'], 'g')] for r in load(SOURCES['pnp-accuracy-cpu'])['rows']]
+             pair(r['pct_agree'], '.3g'), pair(r['peak_mb'], 'g')]
+            for r in pnp_accuracy_rows(load(SOURCES['pnp-accuracy-cpu']))]
     return md_table(['row (N, n, K)', 't err m (ours / orig)', 'yaw °', '> 1 m %', 'agree % (ours / orig)',
                      'peak MB (ours / orig)'], rows)
 
