@@ -38,7 +38,7 @@ SOURCES: Dict[str, str] = {
     'pnp-vs-original-cpu': 'pnp_layer_vs_original_cpu_native_2026-12-06.json',
     'pnp-graphs-vs-eager-cuda': 'pnp_layer_graphs_vs_eager_cuda_h200_2026-12-04.json',
     'pnp-vs-original-cpu-compiled': 'pnp_layer_vs_original_cpu_auto_2026-11-24.json',
-    'pnp-accuracy-cpu': 'pnp_layer_accuracy_cpu_2026-11-24.json',
+    'pnp-accuracy-cpu': 'pnp_layer_accuracy_cpu_native_2026-12-06.json',
     'pnp-first-call-cpu': 'pnp_first_call_cpu_native_cold_2026-12-06.json',
     'step-overhead-cuda': 'step_overhead_cuda_h200_2026-12-04.json',
     'step-overhead-cpu': 'step_overhead_cpu_2026-12-06.json',
