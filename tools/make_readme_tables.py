@@ -106,6 +106,12 @@ _PNP_ROW_NAMES = {'mc_train': 'MC loss train step', 'gn_infer': 'GN inference',
                   'deriv_reg': 'derivative regularisation'}
 
 
+def _pnp_row_label(r: dict) -> str:
+    """'MC loss train step (144, 256, 512)' from a ``pnp_layer.py`` row (``name``, ``N``, ``n``, ``K``)."""
+    dims = (r['N'], r['n']) + ((r['K'],) if r['K'] else ())
+    return _PNP_ROW_NAMES[r['name'].rsplit('_', 1)[0]] + ' (' + ', '.join(str(d) for d in dims) + ')'
+
+
 def pnp_vs_original_rows(data: dict) -> List[dict]:
     """Rows ``{row, ours_s, original_s, speedup_*, *_first_call_s}`` from either layout: as carried by hand, or as
     ``pnp_layer.py --original PATH --interleave --json`` writes it (``interleaved``: ``name, N, n, K, ours, orig,
@@ -114,9 +120,7 @@ def pnp_vs_original_rows(data: dict) -> List[dict]:
         return data['rows']
     out = []
     for r in data['interleaved']:
-        dims = (r['N'], r['n']) + ((r['K'],) if r['K'] else ())
-        label = _PNP_ROW_NAMES[r['name'].rsplit('_', 1)[0]] + ' (' + ', '.join(str(d) for d in dims) + ')'
-        out.append(dict(row=label, ours_s=round(r['ours'], 3), original_s=round(r['orig'], 3),
+        out.append(dict(row=_pnp_row_label(r), ours_s=round(r['ours'], 3), original_s=round(r['orig'], 3),
                         speedup_median=r['ratio'], speedup_min=r['ratio_min'], speedup_max=r['ratio_max'],
                         ours_first_call_s=round(r['first_ours'], 2), original_first_call_s=round(r['first_orig'], 2)))
     return out
@@ -163,12 +167,10 @@ def pnp_accuracy_rows(data: dict) -> List[dict]:
     out = []
     for r in data['ours']:
         o = orig[r['name']]
-        dims = (r['N'], r['n']) + ((r['K'],) if r['K'] else ())
-        label = _PNP_ROW_NAMES[r['name'].rsplit('_', 1)[0]] + ' (' + ', '.join(str(d) for d in dims) + ')'
         both = {k: dict(ours=r[src], original=o[src]) for k, src in (
             ('t_err_m', 't_err'), ('yaw_err_deg', 'yaw_err'), ('pct_far', 'pct_far'), ('pct_agree', 'pct_agree'))}
         both['peak_mb'] = dict(ours=round(r['peak_mb']), original=round(o['peak_mb']))
-        out.append(dict(row=label, **both))
+        out.append(dict(row=_pnp_row_label(r), **both))
     return out
 
 
